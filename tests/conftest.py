@@ -1,0 +1,32 @@
+"""Session fixtures: one real dev Ceph cluster per test session, torn down even on failure."""
+
+import atexit
+import os
+
+import pytest
+
+from tests.devcluster import DevCluster
+
+pytest_plugins = ["tests.peers", "tests.info_api"]
+
+
+def pytest_collection_modifyitems(config, items):
+    # folders are the markers: tests/functional needs Ceph, tests/interop needs peers too
+    for item in items:
+        path = str(item.fspath)
+        if f"{os.sep}functional{os.sep}" in path:
+            item.add_marker(pytest.mark.functional)
+        elif f"{os.sep}interop{os.sep}" in path:
+            item.add_marker(pytest.mark.interop)
+
+
+@pytest.fixture(scope="session")
+def ceph_cluster(tmp_path_factory):
+    """A real single-node Ceph cluster on loopback, memstore OSD, for the whole session."""
+    directory = str(tmp_path_factory.mktemp("ceph") / "cluster")
+    cluster = DevCluster.start(directory, "--osd-size", os.environ.get("CEPH_DEV_OSD_SIZE", "3G"))
+    atexit.register(cluster.stop, remove=False)  # a killed session still stops its daemons
+    try:
+        yield cluster
+    finally:
+        cluster.stop(remove=False)

@@ -1,0 +1,150 @@
+"""The dev cluster is real: cephx caps enforce least privilege, stop leaves nothing running."""
+
+import os
+import socket
+import subprocess
+
+import pytest
+import rados
+import rbd
+
+from tests.devcluster import TOOL, DevCluster
+
+MiB = 1 << 20
+
+
+def connect(cluster, role):
+    client = cluster.client(role)
+    conn = rados.Rados(conffile=client["conf"], rados_id=cluster.state["users"][role])
+    conn.connect(timeout=10)
+    return conn
+
+
+def test_caps_allow_clone_into_glance_pool_and_glance_reads_it(ceph_cluster):
+    cinder = connect(ceph_cluster, "cinder")
+    glance = connect(ceph_cluster, "glance")
+    try:
+        vols = cinder.open_ioctx(ceph_cluster.cinder_pool)
+        imgs = cinder.open_ioctx(ceph_cluster.glance_pool)
+        rbd.RBD().create(vols, "volume-caps", 64 * MiB, old_format=False,
+                         features=rbd.RBD_FEATURE_LAYERING)
+        with rbd.Image(vols, "volume-caps") as vol:
+            vol.write(b"caps-proof" * 100, 0)
+            vol.create_snap("snap")
+        rbd.RBD().clone(vols, "volume-caps", "snap", imgs, "image-caps",
+                        features=rbd.RBD_FEATURE_LAYERING)
+
+        # Glance opens and reads the clone: its parent lives in the Cinder pool.
+        g_imgs = glance.open_ioctx(ceph_cluster.glance_pool)
+        with rbd.Image(g_imgs, "image-caps", read_only=True) as img:
+            assert img.read(0, 1000) == b"caps-proof" * 100
+            assert img.parent_info()[:2] == (ceph_cluster.cinder_pool, "volume-caps")
+
+        # Glance may not write the Cinder pool.
+        g_vols = glance.open_ioctx(ceph_cluster.cinder_pool)
+        with pytest.raises(rbd.PermissionError):
+            rbd.RBD().create(g_vols, "glance-was-here", MiB)
+        with pytest.raises(rados.PermissionError):
+            g_vols.write_full("glance-was-here", b"x")
+        assert "glance-was-here" not in rbd.RBD().list(vols)
+
+        # clean up as Cinder (v2 clone: the snapshot goes to trash until the child is gone)
+        rbd.RBD().remove(imgs, "image-caps")
+        with rbd.Image(vols, "volume-caps") as vol:
+            vol.remove_snap("snap")
+        rbd.RBD().remove(vols, "volume-caps")
+    finally:
+        glance.shutdown()
+        cinder.shutdown()
+    listing = ceph_cluster.rbd_ls(ceph_cluster.cinder_pool)
+    assert listing == {"images": [], "trash": []}
+
+
+def test_caps_are_least_privilege(ceph_cluster):
+    caps = {u: c["caps"] for u, c in ceph_cluster.state["clients"].items()}
+    assert caps[ceph_cluster.cinder_user]["osd"] == (
+        f"profile rbd pool={ceph_cluster.cinder_pool}, profile rbd pool={ceph_cluster.glance_pool}")
+    assert caps[ceph_cluster.glance_user]["osd"] == (
+        f"profile rbd pool={ceph_cluster.glance_pool}, profile rbd-read-only pool={ceph_cluster.cinder_pool}")
+    # and what the cluster enforces is what we wrote
+    live = ceph_cluster.admin("ceph", "auth", "get", f"client.{ceph_cluster.glance_user}")
+    assert f'caps osd = "profile rbd pool={ceph_cluster.glance_pool}, profile rbd-read-only' in live
+    assert "allow *" not in live
+
+
+def test_clone_v2_is_enabled(ceph_cluster):
+    out = ceph_cluster.admin("ceph", "osd", "dump")
+    assert "require_min_compat_client mimic" in out
+
+
+def test_health_ok(ceph_cluster):
+    assert ceph_cluster.admin("ceph", "health").strip() == "HEALTH_OK"
+
+
+def port_is_listening(port):
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def ceph_pids_of(conf):
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if conf.encode() in argv:
+                pids.append(int(entry))
+    return pids
+
+
+def test_stop_leaves_no_process_and_frees_ports(tmp_path):
+    cluster = DevCluster.start(str(tmp_path / "c"), "--osd-size", "512M")
+    port = cluster.state["mon_port"]
+    assert port_is_listening(port)
+    assert len(ceph_pids_of(cluster.conf)) == 2
+    cluster.stop(remove=False)
+    assert ceph_pids_of(cluster.conf) == []
+    assert not port_is_listening(port)
+    with socket.socket() as sock:  # and a new server can bind it (as ceph-mon does, SO_REUSEADDR)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+
+
+def tool(*args):
+    return subprocess.run([TOOL, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_taken_port_is_a_one_line_error(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        proc = tool("start", str(tmp_path / "c"), "--mon-port", str(port))
+    assert proc.returncode != 0
+    assert proc.stderr == f"ceph-dev-cluster: port {port} on 127.0.0.1 is already in use\n"
+    assert not (tmp_path / "c").exists()
+
+
+def test_non_empty_directory_is_a_one_line_error(tmp_path):
+    (tmp_path / "precious").write_text("data")
+    proc = tool("start", str(tmp_path))
+    assert proc.returncode != 0
+    assert proc.stderr == f"ceph-dev-cluster: directory not empty: {tmp_path}\n"
+    assert (tmp_path / "precious").read_text() == "data"
+
+
+@pytest.mark.parametrize("args, message", [
+    (("frobnicate",), "invalid choice: 'frobnicate'"),
+    ((), "a subcommand is required"),
+    (("start", "/tmp/x", "--osd-size", "lots"), "--osd-size: not a size"),
+    (("status", "/nonexistent/dev-cluster"), "no dev cluster in /nonexistent/dev-cluster"),
+])
+def test_bad_input_is_a_one_line_error(args, message):
+    proc = tool(*args)
+    assert proc.returncode != 0
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("ceph-dev-cluster: ")
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
