@@ -1,0 +1,75 @@
+"""glance-info-api: serve the stores-info API on bind_host:bind_port with cheroot.
+
+    glance-info-api --config-file /etc/glance/glance-api.conf
+
+cheroot: a thread pool, HTTP/1.1 keep-alive, idle connections parked in a
+selector rather than holding a thread. SIGTERM and SIGINT stop it cleanly.
+Any start-up problem is one line on stderr and exit status 1.
+"""
+
+import signal
+import sys
+import threading
+
+from cheroot import wsgi as cheroot_wsgi
+from oslo_log import log as logging
+
+from glance.common import config
+from glance.common import service
+
+LOG = logging.getLogger(__name__)
+PROG = "glance-info-api"
+
+
+def _fail(message):
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return 1
+
+
+def make_server(conf, application):
+    server = cheroot_wsgi.Server((conf.bind_host, conf.bind_port), application,
+                                 numthreads=conf.server_threads,
+                                 server_name=PROG,
+                                 timeout=conf.client_socket_timeout or None)
+    server.stats["Enabled"] = False
+    server.keep_alive_conn_limit = conf.max_keepalive_connections
+    return server
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        conf = service.load_config(argv)
+        application = service.build_application(conf)
+    except config.ConfigError as exc:
+        return _fail(f"configuration error: {exc}")
+    except Exception as exc:  # anything else at start-up: still one line; details at debug level
+        LOG.debug("start-up failed", exc_info=True)
+        return _fail(f"cannot start: {type(exc).__name__}: {exc}")
+    server = make_server(conf, application)
+    try:
+        server.prepare()  # binds: a busy port fails here, before we say we serve
+    except OSError as exc:
+        application.close()
+        return _fail(f"cannot listen on {conf.bind_host}:{conf.bind_port}: {exc.strerror or exc}")
+
+    def stop(signum, frame):
+        LOG.info("Signal %s received: stopping", signum)
+        # stop() joins the worker threads: not from inside the serving thread's signal handler
+        threading.Thread(target=server.stop, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    host, port = server.bind_addr[:2]
+    LOG.info("%s serving on http://%s:%s (auth_strategy = %s, %d threads)", PROG, host, port,
+             conf.auth_strategy, conf.server_threads)
+    try:
+        server.serve()
+    finally:
+        server.stop()
+        application.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
