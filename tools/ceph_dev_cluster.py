@@ -274,6 +274,9 @@ osd data = {self.dir}/osd/$cluster-$id
         for pool in (pools["images"], pools["volumes"]):
             self.ceph("osd", "pool", "create", pool, "8", "8")
             self.ceph("osd", "pool", "application", "enable", pool, "rbd")
+            # as an operator would: validates the pool once (librbd's first image create would
+            # otherwise do it, a snapshot create and remove on the monitor, about 2 s)
+            run(["rbd", "--conf", self.conf, "--keyring", self.admin_keyring, "pool", "init", pool])
 
     def _create_users(self, pools, users, state):
         plan = {

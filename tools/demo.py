@@ -1,52 +1,189 @@
-"""The demo: a throwaway dev Ceph cluster, its health, pools and least-privilege users.
+"""The demo: upload a volume to an image by copy-on-write clone, on a throwaway Ceph cluster.
 
-Run through tools/demo, which prepares the virtualenv first.
+Boots a dev Ceph cluster, upstream Glance 33 on it, our stores-info service
+beside it, then uploads one volume of real data twice through the
+cinder-rbd-clone CLI: once by clone, once by copy, and prints both timings.
+Run through tools/demo, which prepares the virtualenvs first.
 """
 
 import argparse
+import hashlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import rados
+import rbd
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 from tests.devcluster import DevCluster  # noqa: E402
+from tests.info_api import InfoAPI  # noqa: E402
+from tests.peers import GlancePeer, PeerClients  # noqa: E402
+
+BIN = os.path.dirname(sys.executable)
+MiB = 1 << 20
 
 
 def section(title):
-    print(f"\n== {title} " + "=" * max(0, 70 - len(title)))
+    print(f"\n== {title} " + "=" * max(0, 72 - len(title)), flush=True)
+
+
+def cinder_conf(path, cluster, glance_url, enable):
+    client = cluster.client("cinder")
+    with open(path, "w") as f:
+        f.write(f"""[DEFAULT]
+enabled_backends = ceph
+
+[ceph]
+volume_backend_name = ceph
+rbd_pool = {cluster.cinder_pool}
+rbd_user = {cluster.cinder_user}
+rbd_ceph_conf = {client['conf']}
+enable_clone_optimization = {str(enable).lower()}
+
+[glance]
+api_servers = {glance_url}
+auth_strategy = noauth
+""")
+    return path
+
+
+def cli(conf, *args):
+    proc = subprocess.run([os.path.join(BIN, "cinder-rbd-clone"), "--config-file", conf, *args],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"demo: cinder-rbd-clone {args[0]} failed: {proc.stderr.strip()}")
+    return json.loads(proc.stdout)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keep", action="store_true", help="leave the cluster running at the end")
-    parser.add_argument("--dir", help="cluster directory (default: a new temporary one)")
+    parser.add_argument("--keep", action="store_true", help="leave everything running at the end")
+    parser.add_argument("--data-mib", type=int, default=256,
+                        help="MiB of real data in the demo volume (default 256)")
+    parser.add_argument("--size-mib", type=int, default=1024, help="volume size (default 1024)")
     args = parser.parse_args()
+    if not 0 < args.data_mib <= args.size_mib:
+        parser.error("--data-mib must be between 1 and --size-mib")
 
-    section("boot a dev Ceph cluster on 127.0.0.1")
+    work = tempfile.mkdtemp(prefix="glance-rbd-clone-demo-")
+    section("1. a dev Ceph cluster on 127.0.0.1 (cephx, least-privilege users)")
     t0 = time.monotonic()
+    osd_size = f"{max(2048, 3 * args.data_mib + 1024)}M"
     try:
-        cluster = DevCluster.start(args.dir or tempfile.mkdtemp(prefix="glance-rbd-clone-demo-"))
+        cluster = DevCluster.start(os.path.join(work, "ceph"), "--osd-size", osd_size)
     except RuntimeError as exc:
         sys.exit(f"demo: {exc}")
-    print(f"ready in {time.monotonic() - t0:.1f}s: fsid {cluster.fsid}, directory {cluster.dir}")
+    print(f"ready in {time.monotonic() - t0:.1f}s: fsid {cluster.fsid}")
+    stoppers = [cluster.stop]
     try:
-        section("health")
         print(cluster.admin("ceph", "health").strip())
-        section("pools")
-        print(cluster.admin("ceph", "osd", "pool", "ls", "detail").strip())
-        section("users and their caps (least privilege)")
+        print(cluster.admin("ceph", "osd", "pool", "ls").strip().replace("\n", ", "), "(pools)")
         for user in (cluster.glance_user, cluster.cinder_user):
             caps = json.loads(cluster.admin("ceph", "auth", "get", f"client.{user}", "-f", "json"))[0]["caps"]
             print(f"client.{user}: " + "; ".join(f"{k} '{v}'" for k, v in sorted(caps.items())))
+
+        section("2. upstream Glance 33 (rbd default store) and our stores-info service")
+        peer = GlancePeer.start(os.path.join(work, "glance"), cluster.dir)
+        stoppers.insert(0, peer.stop)
+        os.makedirs(os.path.join(work, "info-api"))
+        info = InfoAPI(peer.config_file, workdir=os.path.join(work, "info-api"))
+        stoppers.insert(0, info.stop)
+        print(f"Glance 33: {peer.url}    glance-info-api: {info.url}")
+        print(f"$ curl -H 'X-Roles: service' {info.url}/v2/info/stores/detail")
+        req = urllib.request.Request(info.url + "/v2/info/stores/detail", headers={"X-Roles": "service"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            print(json.dumps(json.load(resp), indent=2))
+        print(f"$ glance --os-image-url {info.url} stores-info --detail")
+        proc = PeerClients().run_glance("stores-info", "--detail", url=info.url)
+        print(proc.stdout.rstrip() or proc.stderr.strip())
+
+        section(f"3. a {args.size_mib} MiB volume holding {args.data_mib} MiB of random data")
+        volume = "volume-5e2c0a8e-7d1b-4d39-9f0a-6c1d2f3a4b5c"
+        digest = fill_volume(cluster, volume, args.size_mib, args.data_mib)
+        print(f"{cluster.cinder_pool}/{volume}: sha256 of the data {digest[:16]}...")
+
+        results = {}
+        for method, enable in (("clone", True), ("copy", False)):
+            section(f"4{'ab'[enable is False]}. upload by {method} "
+                    f"(enable_clone_optimization = {str(enable).lower()})")
+            conf = cinder_conf(os.path.join(work, f"cinder-{method}.conf"), cluster, peer.url, enable)
+            image = cli(conf, "create-image", f"demo-{method}")
+            print(f"$ cinder-rbd-clone --config-file cinder.conf upload {volume} {image['id']}")
+            t = time.monotonic()
+            result = cli(conf, "upload", volume, image["id"])
+            wall = time.monotonic() - t
+            result["wall_seconds"] = round(wall, 3)
+            results[method] = result
+            print(json.dumps({k: result.get(k) for k in ("method", "reason", "location", "bytes", "seconds")},
+                             indent=2))
+            got = image_digest(peer, image["id"], args.data_mib)
+            print(f"image {image['id']} active; downloaded data sha256 {got[:16]}... "
+                  f"{'equals' if got == digest else 'DIFFERS FROM'} the volume's")
+            if got != digest:
+                sys.exit("demo: the image's bytes differ from the volume's")
+
+        section("5. timings")
+        print(f"{'method':8} {'seconds':>8}  reason")
+        for method, result in results.items():
+            print(f"{method:8} {result['wall_seconds']:8.2f}  {result.get('reason') or '-'}")
+        speedup = results["copy"]["wall_seconds"] / max(results["clone"]["wall_seconds"], 1e-9)
+        print(f"clone is {speedup:.1f}x faster for {args.data_mib} MiB of data; the clone's time does "
+              "not grow with the size (see benchmarks/upload_volume_to_image.py)")
     finally:
         if args.keep:
-            print(f"\ncluster left running: tools/ceph-dev-cluster stop {cluster.dir}")
+            print(f"\nleft running under {work}; stop with: tools/ceph-dev-cluster stop {work}/ceph "
+                  f"&& tools/peers/glance-peer stop {work}/glance")
         else:
-            cluster.stop()
-            print("\ncluster stopped and removed")
+            for stop in stoppers:
+                try:
+                    stop()
+                except Exception as exc:  # keep stopping the rest
+                    print(f"demo: while stopping: {exc}", file=sys.stderr)
+            print("\neverything stopped and removed")
+
+
+def fill_volume(cluster, name, size_mib, data_mib):
+    """Create the volume and write data_mib MiB of random bytes at its start; returns their sha256."""
+    digest = hashlib.sha256()
+    conn = rados.Rados(conffile=cluster.conf, conf={"keyring": cluster.admin_keyring})
+    conn.connect(timeout=30)
+    try:
+        with conn.open_ioctx(cluster.cinder_pool) as ioctx:
+            rbd.RBD().create(ioctx, name, size_mib * MiB, old_format=False,
+                             features=rbd.RBD_FEATURE_LAYERING | rbd.RBD_FEATURE_EXCLUSIVE_LOCK
+                             | rbd.RBD_FEATURE_OBJECT_MAP | rbd.RBD_FEATURE_FAST_DIFF
+                             | rbd.RBD_FEATURE_DEEP_FLATTEN)
+            with rbd.Image(ioctx, name) as image:
+                for i in range(data_mib):
+                    chunk = os.urandom(MiB)
+                    digest.update(chunk)
+                    image.write(chunk, i * MiB)
+    finally:
+        conn.shutdown()
+    return digest.hexdigest()
+
+
+def image_digest(peer, image_id, data_mib):
+    """sha256 of the first data_mib MiB of the image, downloaded through Glance."""
+    headers = peer.headers(roles=("admin",))
+    req = urllib.request.Request(f"{peer.url}/v2/images/{image_id}/file", headers=headers)
+    digest = hashlib.sha256()
+    left = data_mib * MiB
+    with urllib.request.urlopen(req, timeout=600) as resp:
+        while left:
+            chunk = resp.read(min(left, MiB))
+            if not chunk:
+                break
+            digest.update(chunk)
+            left -= len(chunk)
+    return digest.hexdigest()
 
 
 if __name__ == "__main__":
