@@ -1,9 +1,11 @@
 """WSGI plumbing shaped as upstream Glance's (glance/common/wsgi.py): router, resource, errors.
 
-One deliberate difference: webob renders an error as HTML when the client
-sends no Accept header (or */*); we render JSON then, and HTML or plain text
-only when the client asks for it. The JSON body is webob's own
-({"message", "code", "title"}), what Glance sends to a client asking for JSON.
+Errors are negotiated as upstream Glance's (webob's) are, with one deliberate
+difference: a request with no Accept header gets JSON, where upstream sends
+text/plain. Accept: */* gets HTML, as from upstream: glanceclient and
+keystoneauth sessions send */*, and glanceclient can read HTML errors but not
+webob's flat JSON ({"message", "code", "title"}), which is what a client asking
+for application/json gets, as from Glance.
 """
 
 import logging
@@ -19,12 +21,12 @@ import webob.exc
 
 LOG = logging.getLogger(__name__)
 
-_ERROR_TYPES = ("application/json", "text/html", "text/plain")  # JSON first: wins a tie
+_ERROR_TYPES = ("text/html", "application/json", "text/plain")  # webob's order: HTML wins a tie
 
 
 def error_response(req, exc):
-    """Render a webob HTTP error as JSON unless the client prefers HTML or plain text."""
-    offers = req.accept.acceptable_offers(_ERROR_TYPES)
+    """Render a webob HTTP error as the client's Accept asks (webob's order); JSON without one."""
+    offers = req.accept.acceptable_offers(_ERROR_TYPES) if "HTTP_ACCEPT" in req.environ else []
     chosen = offers[0][0] if offers else "application/json"
     environ = dict(req.environ, HTTP_ACCEPT=chosen)
     return webob.Request(environ).get_response(exc)

@@ -59,6 +59,9 @@ SAME_AS_UPSTREAM = [
     ("GET", "/v2/info/stores/detail", ("service",), {}, None),
     ("GET", "/v2/info/stores/detail", ("member",), {"Accept": "application/json"}, None),
     ("GET", "/v2/info/stores/detail", ("reader",), {"Accept": "text/html"}, None),
+    # what curl, glanceclient and keystoneauth sessions send: HTML, as from Glance
+    ("GET", "/v2/info/stores/detail", ("member",), {"Accept": "*/*"}, None),
+    ("GET", "/v2/info/nope", ("admin",), {"Accept": "*/*"}, None),
     ("POST", "/v2/info/stores", ("admin",), {"Accept": "application/json"}, b"{}"),
     ("PUT", "/v2/info/stores/detail", ("admin",), {"Accept": "application/json"}, b"{}"),
     ("DELETE", "/v2/info/stores", ("admin",), {"Accept": "application/json"}, None),

@@ -119,11 +119,11 @@ def test_body_on_get_is_400(api):
 
 
 @pytest.mark.parametrize("accept, ctype", [
-    (None, "application/json"), ("*/*", "application/json"), ("application/json", "application/json"),
+    (None, "application/json"), ("*/*", "text/html"), ("application/json", "application/json"),
     ("text/html", "text/html"), ("text/html,application/xhtml+xml,*/*;q=0.8", "text/html"),
     ("text/plain", "text/plain"), ("application/xml", "application/json"),
 ])
-def test_errors_are_json_unless_html_or_text_is_asked_for(api, accept, ctype):
+def test_errors_negotiate_as_glance_and_are_json_without_accept(api, accept, ctype):
     resp = api.get("/v2/info/nope", headers={"Accept": accept} if accept else {})
     assert resp.status_int == 404 and resp.content_type == ctype
     if ctype == "application/json":
