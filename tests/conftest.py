@@ -7,7 +7,7 @@ import pytest
 
 from tests.devcluster import DevCluster
 
-pytest_plugins = ["tests.peers", "tests.info_api"]
+pytest_plugins = ["tests.peers", "tests.info_api", "tests.keystone"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -18,10 +18,12 @@ glance_peer (session; needs ceph_cluster)
     rbd_store_chunk_size 8, show_image_direct_url true, show_multiple_locations
     false, do_secure_hash default (true).
 glance_peers (session; needs ceph_cluster)
-    `.start(default_roles="admin", settings=("SECTION.OPTION=VALUE", ...))`
-    for a further peer with other settings (e.g.
+    `.start(default_roles="admin", settings=("SECTION.OPTION=VALUE", ...),
+    keystone_dir=None)` for a further peer with other settings (e.g.
     "DEFAULT.show_multiple_locations=true" for the legacy PATCH location
-    path); every one is stopped at session end.
+    path); with keystone_dir (a tools/peers/keystone-peer directory) the peer
+    runs upstream's keystone pipeline against that Keystone (glance-peer
+    --auth keystone; tests/keystone.py); every one is stopped at session end.
 peer_clients (session)
     `.glance` (the glance CLI of the clients venv), `.python` (that venv's
     python, with openstacksdk), `.run_glance(*args, url, token="any")` and
@@ -177,9 +179,11 @@ class GlancePeer:
         self.pool = self.state["pool"]
 
     @classmethod
-    def start(cls, directory, ceph_dir, port=None, default_roles="admin", settings=()):
+    def start(cls, directory, ceph_dir, port=None, default_roles="admin", settings=(), keystone_dir=None):
         cmd = [os.path.join(TOOLS, "glance-peer"), "start", directory, "--ceph-dir", ceph_dir,
                "--default-roles", default_roles]
+        if keystone_dir:
+            cmd += ["--auth", "keystone", "--keystone-dir", keystone_dir]
         if port:
             cmd += ["--port", str(port)]
         for item in settings:
@@ -288,12 +292,12 @@ class _Peers:
     def __init__(self, ceph_cluster, base):
         self.ceph_cluster, self.base, self.started = ceph_cluster, base, []
 
-    def start(self, default_roles="admin", settings=()):
+    def start(self, default_roles="admin", settings=(), keystone_dir=None):
         directory = os.path.join(self.base, f"glance-peer-{len(self.started)}")
         self.started.append(directory)
         try:
             return GlancePeer.start(directory, self.ceph_cluster.dir, default_roles=default_roles,
-                                    settings=settings)
+                                    settings=settings, keystone_dir=keystone_dir)
         except (PeerError, subprocess.TimeoutExpired) as e:
             err = e
         pytest.fail(f"upstream Glance 33 peer did not start: {err} (logs in {directory})", pytrace=False)
