@@ -1,0 +1,306 @@
+"""The one adapter for every Ceph call of the Cinder side.
+
+Connection (with Cinder's timeout and retry options), and translation of librados /
+librbd errors into cinder_ext.exceptions whose message names the operation, the pool,
+the image and, for missing caps, the Ceph user: "client.cinder may not write pool images".
+Nothing else in cinder_ext imports rados or rbd.
+"""
+
+import contextlib
+import errno as errno_mod
+import json
+import logging
+import math
+import time
+
+import rados
+import rbd
+
+from cinder_ext import exceptions as exc
+
+LOG = logging.getLogger(__name__)
+
+# Ceph releases in order, for require_min_compat_client comparisons.
+_RELEASES = ("argonaut", "bobtail", "cuttlefish", "dumpling", "emperor", "firefly", "giant",
+             "hammer", "infernalis", "jewel", "kraken", "luminous", "mimic", "nautilus",
+             "octopus", "pacific", "quincy", "reef", "squid", "tentacle")
+
+LUKS_MAGIC = b"LUKS\xba\xbe"
+
+# snapshot namespaces as snaps() reports them
+USER_NAMESPACE = rbd.RBD_SNAP_NAMESPACE_TYPE_USER
+TRASH_NAMESPACE = rbd.RBD_SNAP_NAMESPACE_TYPE_TRASH
+
+
+def _describe(op, pool, image, snap=None):
+    where = f"{pool}/{image}" if image else f"pool {pool}" if pool else "cluster"
+    if snap:
+        where += f"@{snap}"
+    return f"{op} {where}"
+
+
+class Cluster:
+    """A connection to one Ceph cluster as one user; use as a context manager."""
+
+    def __init__(self, conffile, user=None, cluster_name="ceph", timeout=-1,
+                 retries=3, interval=5):
+        self.conffile, self.user, self.cluster_name = conffile or None, user, cluster_name or "ceph"
+        self.timeout, self.retries, self.interval = timeout, max(0, retries), interval
+        self.client = None
+        self._ioctx = {}
+
+    @property
+    def who(self):
+        return f"client.{self.user or 'admin'}"
+
+    # -- connection ----------------------------------------------------------------
+    def connect(self):
+        last = None
+        for attempt in range(self.retries + 1):
+            client = rados.Rados(rados_id=self.user, clustername=self.cluster_name,
+                                 conffile=self.conffile or "")
+            try:
+                if self.timeout is not None and self.timeout >= 0:
+                    t = str(self.timeout)
+                    for key in ("rados_osd_op_timeout", "rados_mon_op_timeout", "client_mount_timeout"):
+                        client.conf_set(key, t)
+                client.connect(timeout=self.timeout if self.timeout and self.timeout > 0 else 0)
+                self.client = client
+                return self
+            except rados.Error as e:
+                client.shutdown()
+                last = e
+                LOG.warning("connecting to Ceph as %s failed (attempt %d of %d): %s",
+                            self.who, attempt + 1, self.retries + 1, e)
+                if attempt < self.retries:
+                    time.sleep(self.interval)
+        raise self._translate(last, "connect to", None, None)
+
+    def close(self):
+        for ioctx in self._ioctx.values():
+            ioctx.close()
+        self._ioctx.clear()
+        if self.client is not None:
+            self.client.shutdown()
+            self.client = None
+
+    def __enter__(self):
+        return self.connect() if self.client is None else self
+
+    def __exit__(self, *a):
+        self.close()
+
+    # -- error translation ---------------------------------------------------------
+    def _translate(self, e, op, pool, image, snap=None, write=False):
+        what = _describe(op, pool, image, snap)
+        code = getattr(e, "errno", None)
+        if code is not None:
+            code = abs(code)
+        detail = str(e) or type(e).__name__
+        if isinstance(e, (rbd.PermissionError, rados.PermissionError)) or code in (errno_mod.EPERM, errno_mod.EACCES):
+            access = "write" if write else "read"
+            target = f"pool {pool}" if pool else "the cluster"
+            return exc.CephPermissionDenied(
+                f"{self.who} may not {access} {target} ({what}: permission denied)",
+                op=op, pool=pool, image=image, errno=code)
+        if isinstance(e, (rbd.ImageNotFound, rados.ObjectNotFound)) or code == errno_mod.ENOENT:
+            return exc.CephNotFound(f"{what}: not found", op=op, pool=pool, image=image, errno=code)
+        if isinstance(e, (rbd.ImageExists, rados.ObjectExists)) or code == errno_mod.EEXIST:
+            return exc.CephExists(f"{what}: already exists", op=op, pool=pool, image=image, errno=code)
+        if isinstance(e, (rbd.ImageBusy, rbd.ImageHasSnapshots)) or code in (errno_mod.EBUSY, errno_mod.ENOTEMPTY):
+            return exc.CephBusy(f"{what}: busy ({detail})", op=op, pool=pool, image=image, errno=code)
+        if isinstance(e, (rbd.Timeout, rados.TimedOut)) or code in (errno_mod.ETIMEDOUT, errno_mod.EINTR):
+            return exc.CephTimeout(f"{what}: Ceph did not answer in time ({detail})",
+                                   op=op, pool=pool, image=image, errno=code)
+        return exc.CephError(f"{what} failed: {detail}", op=op, pool=pool, image=image, errno=code)
+
+    @contextlib.contextmanager
+    def _op(self, op, pool=None, image=None, snap=None, write=False):
+        try:
+            yield
+        except (rados.Error, rbd.Error) as e:
+            raise self._translate(e, op, pool, image, snap, write) from None
+
+    def ioctx(self, pool):
+        if pool not in self._ioctx:
+            with self._op("open pool", pool):
+                self._ioctx[pool] = self.client.open_ioctx(pool)
+        return self._ioctx[pool]
+
+    @contextlib.contextmanager
+    def image(self, pool, name, snapshot=None, read_only=False, op="open"):
+        ioctx = self.ioctx(pool)
+        with self._op(op, pool, name, snapshot):
+            img = rbd.Image(ioctx, name, snapshot=snapshot, read_only=read_only)
+        try:
+            yield img
+        finally:
+            img.close()
+
+    # -- cluster facts ---------------------------------------------------------------
+    def fsid(self):
+        with self._op("read fsid of"):
+            return self.client.get_fsid()
+
+    def clone_format(self):
+        """2 when clones need no protected snapshot (clone v2), else 1."""
+        with self._op("read rbd_default_clone_format of"):
+            setting = self.client.conf_get("rbd_default_clone_format") or "auto"
+        if setting in ("1", "2"):
+            return int(setting)
+        with self._op("read osd map of"):
+            ret, out, err = self.client.mon_command(json.dumps({"prefix": "osd dump", "format": "json"}), b"")
+        if ret != 0:
+            LOG.warning("cannot read require_min_compat_client (%s); assuming clone v1", err)
+            return 1
+        release = json.loads(out).get("require_min_compat_client", "")
+        return 2 if release in _RELEASES and _RELEASES.index(release) >= _RELEASES.index("mimic") else 1
+
+    def default_features(self):
+        with self._op("read rbd_default_features of"):
+            value = self.client.conf_get("rbd_default_features")
+        try:
+            features = int(value)
+        except (TypeError, ValueError):
+            features = 0
+        return features or None
+
+    # -- images -----------------------------------------------------------------------
+    def exists(self, pool, name):
+        try:
+            with self.image(pool, name, read_only=True, op="look up"):
+                return True
+        except exc.CephNotFound:
+            return False
+
+    def info(self, pool, name):
+        """size, object size (order), stripe unit/count, features, parent spec, snaps."""
+        with self.image(pool, name, read_only=True, op="stat") as img:
+            with self._op("stat", pool, name):
+                st = img.stat()
+                parent = None
+                try:
+                    spec = img.get_parent_image_spec()
+                    parent = {"pool": spec["pool_name"], "image": spec["image_name"],
+                              "snap": spec["snap_name"], "image_id": img.parent_id()}
+                except rbd.ImageNotFound:
+                    pass
+                return {"size": st["size"], "order": st["order"], "stripe_unit": img.stripe_unit(),
+                        "stripe_count": img.stripe_count(), "features": img.features(),
+                        "parent": parent, "id": img.id()}
+
+    def head(self, pool, name, length=4096):
+        """First bytes of the image (for a LUKS header check)."""
+        with self.image(pool, name, read_only=True, op="read") as img:
+            with self._op("read", pool, name):
+                return img.read(0, min(length, img.size()))
+
+    def snaps(self, pool, name):
+        """Every snapshot, every namespace: [{'name', 'id', 'namespace', 'protected', 'original'}]."""
+        out = []
+        with self.image(pool, name, read_only=True, op="list snapshots of") as img:
+            with self._op("list snapshots of", pool, name):
+                for s in img.list_snaps():
+                    ns = s.get("namespace", rbd.RBD_SNAP_NAMESPACE_TYPE_USER)
+                    entry = {"name": s["name"], "id": s["id"], "namespace": ns, "original": s["name"],
+                             "protected": False}
+                    if ns == rbd.RBD_SNAP_NAMESPACE_TYPE_TRASH:
+                        entry["original"] = img.snap_get_trash_namespace(s["id"])["original_name"]
+                    elif ns == rbd.RBD_SNAP_NAMESPACE_TYPE_USER:
+                        entry["protected"] = img.is_protected_snap(s["name"])
+                    out.append(entry)
+        return out
+
+    def snap_children(self, pool, name, snap):
+        """[(pool, image)] of clones of pool/name@snap (user namespace)."""
+        with self.image(pool, name, snapshot=snap, read_only=True, op="list children of") as img:
+            with self._op("list children of", pool, name, snap):
+                return [(c["pool"], c["image"]) for c in img.list_children2()]
+
+    def create_snap(self, pool, name, snap):
+        with self.image(pool, name, op="snapshot") as img:
+            with self._op("create snapshot", pool, name, snap, write=True):
+                img.create_snap(snap)
+
+    def protect_snap(self, pool, name, snap):
+        with self.image(pool, name, op="protect snapshot") as img:
+            with self._op("protect snapshot", pool, name, snap, write=True):
+                if not img.is_protected_snap(snap):
+                    img.protect_snap(snap)
+
+    def remove_snap(self, pool, name, snap, unprotect=True):
+        """Remove a user snapshot (unprotecting it first); missing is fine.
+
+        With clone v2 a snapshot that still has clones moves to the trash namespace
+        and Ceph removes it when its last clone goes.
+        """
+        try:
+            with self.image(pool, name, op="remove snapshot") as img:
+                with self._op("remove snapshot", pool, name, snap, write=True):
+                    if unprotect:
+                        try:
+                            if img.is_protected_snap(snap):
+                                img.unprotect_snap(snap)
+                        except rbd.ImageNotFound:
+                            return
+                    img.remove_snap(snap)
+        except exc.CephNotFound:
+            pass
+
+    def clone(self, src_pool, src_name, src_snap, dst_pool, dst_name, order=None, features=None):
+        src = self.ioctx(src_pool)
+        dst = self.ioctx(dst_pool)
+        with self._op(f"clone {src_pool}/{src_name}@{src_snap} to", dst_pool, dst_name, write=True):
+            rbd.RBD().clone(src, src_name, src_snap, dst, dst_name, features=features, order=order)
+
+    def remove(self, pool, name):
+        """Remove an image; missing is fine."""
+        with self._op("remove", pool, name, write=True):
+            try:
+                rbd.RBD().remove(self.ioctx(pool), name)
+            except rbd.ImageNotFound:
+                pass
+
+    def create(self, pool, name, size, order=None):
+        """Create an image (tests, demo)."""
+        with self._op("create", pool, name, write=True):
+            rbd.RBD().create(self.ioctx(pool), name, size, order=order, old_format=False,
+                             features=self.default_features())
+
+    def write(self, pool, name, offset, data):
+        with self.image(pool, name, op="write") as img:
+            with self._op("write", pool, name, write=True):
+                img.write(data, offset)
+
+    # -- streaming read for the copy path -----------------------------------------------
+    def read_extents(self, pool, name, read_size):
+        """Yield (offset, bytes) covering the whole image in read_size pieces.
+
+        Holes (from diff_iterate) are produced as zeros without a read from the OSD.
+        """
+        with self.image(pool, name, read_only=True, op="read") as img:
+            with self._op("read", pool, name):
+                size = img.size()
+                allocated = []
+                img.diff_iterate(0, size, None, lambda off, ln, ex: allocated.append((off, ln)) if ex else None,
+                                 include_parent=True, whole_object=True)
+            allocated.sort()
+            zeros = bytes(read_size)
+            idx, offset = 0, 0
+            while offset < size:
+                length = min(read_size, size - offset)
+                end = offset + length
+                while idx < len(allocated) and sum(allocated[idx]) <= offset:
+                    idx += 1
+                if idx < len(allocated) and allocated[idx][0] < end:
+                    with self._op("read", pool, name):
+                        data = img.read(offset, length, rados.LIBRADOS_OP_FLAG_FADVISE_SEQUENTIAL)
+                else:
+                    data = zeros if length == read_size else bytes(length)
+                yield offset, data
+                offset = end
+
+
+def order_for(size_bytes):
+    """log2 of an object size (Ceph's 'order')."""
+    return int(math.log2(size_bytes))

@@ -1,0 +1,96 @@
+"""cinder-rbd-clone: upload a Cinder RBD volume to a Glance image, by clone when it can.
+
+    cinder-rbd-clone --config-file cinder.conf create-image NAME [--disk-format raw] ...
+    cinder-rbd-clone --config-file cinder.conf upload VOLUME IMAGE_ID [--store ID]
+
+Prints one JSON document on stdout; errors are one line on stderr, exit status 1.
+"""
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from cinder_ext import exceptions as exc
+from cinder_ext import opts
+
+
+class _Progress:
+    """A one-line progress bar on a TTY (stderr), nothing otherwise."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.t0 = time.monotonic()
+        self.last = 0.0
+
+    def __call__(self, sent, size):
+        now = time.monotonic()
+        if not self.enabled or (now - self.last < 0.2 and sent < size):
+            return
+        self.last = now
+        frac = sent / size if size else 1.0
+        bar = "#" * int(frac * 30)
+        rate = sent / max(now - self.t0, 1e-6) / 2**20
+        self.stream.write(f"\rcopy [{bar:<30}] {frac * 100:5.1f}% {sent / 2**20:,.0f} MiB "
+                          f"{rate:,.0f} MiB/s")
+        if sent >= size:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="cinder-rbd-clone", description=__doc__.splitlines()[0])
+    p.add_argument("--config-file", action="append", required=True, metavar="FILE",
+                   help="cinder.conf-style file (repeatable)")
+    p.add_argument("--backend", help="backend section (default: first of enabled_backends)")
+    p.add_argument("--debug", action="store_true", help="log at debug level on stderr")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("upload", help="upload a volume to a queued image")
+    up.add_argument("volume", metavar="VOLUME", help="volume id (volume-<id>) or RBD image name")
+    up.add_argument("image_id", metavar="IMAGE_ID")
+    up.add_argument("--store", help="Glance store id to target (as image_service:store_id)")
+    enc = up.add_mutually_exclusive_group()
+    enc.add_argument("--encrypted", dest="encrypted", action="store_true", default=None,
+                     help="the volume is encrypted (default: detect a LUKS header)")
+    enc.add_argument("--not-encrypted", dest="encrypted", action="store_false")
+
+    ci = sub.add_parser("create-image", help="create a queued image to upload into")
+    ci.add_argument("name")
+    ci.add_argument("--disk-format", default="raw")
+    ci.add_argument("--container-format", default="bare")
+    ci.add_argument("--property", action="append", default=[], metavar="KEY=VALUE")
+    return p
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        conf, backend = opts.load(args.config_file, args.backend)
+        if args.command == "create-image":
+            from cinder_ext.glance import Glance
+            props = dict(kv.split("=", 1) for kv in args.property if "=" in kv)
+            image = Glance(conf).create_image(args.name, args.disk_format, args.container_format,
+                                              **props)
+            out = {"id": image["id"], "status": image["status"], "name": image.get("name")}
+        else:
+            from cinder_ext.upload import upload_volume
+            out = upload_volume(conf, backend, args.volume, args.image_id, store_id=args.store,
+                                encrypted=args.encrypted, progress=_Progress())
+    except exc.CinderExtError as e:
+        print(f"cinder-rbd-clone: error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # oslo.config errors and the like: one line, no traceback
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"cinder-rbd-clone: error: {type(e).__name__}: {msg}", file=sys.stderr)
+        return 1
+    print(json.dumps(out, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

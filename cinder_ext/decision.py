@@ -1,0 +1,107 @@
+"""Clone or copy? A pure function of what was fetched; no I/O here.
+
+``decide()`` returns ``Clone`` (where to clone to) or ``Copy(reason, detail)``.
+Every reason is one of the constants below, stable for logs, JSON results and tests.
+"""
+
+import dataclasses
+
+from glance_store_ext.contract import ContractError, validate_stores_detail
+
+# reasons, in the order the checks run
+OPTION_DISABLED = "optimization-disabled"
+STORES_UNAVAILABLE = "stores-detail-unavailable"   # Glance refused or failed the request
+STORES_INVALID = "stores-detail-invalid"           # body does not follow the contract
+STORE_NOT_FOUND = "store-not-found"                # named store absent, or no default
+STORE_NOT_RBD = "store-not-rbd"
+STORE_FSID_UNKNOWN = "store-fsid-unknown"          # rbd store without fsid (Glance did not say)
+OTHER_CLUSTER = "store-in-other-cluster"
+DISK_FORMAT = "disk-format-not-raw"
+CONTAINER_FORMAT = "container-format-not-bare"
+VOLUME_ENCRYPTED = "volume-encrypted"
+IMAGE_NOT_QUEUED = "image-not-queued"
+# set by upload.py, not by decide(): the clone was tried, rolled back, and the copy ran
+CLONE_FAILED = "clone-failed"
+
+REASONS = (OPTION_DISABLED, STORES_UNAVAILABLE, STORES_INVALID, STORE_NOT_FOUND, STORE_NOT_RBD,
+           STORE_FSID_UNKNOWN, OTHER_CLUSTER, DISK_FORMAT, CONTAINER_FORMAT, VOLUME_ENCRYPTED,
+           IMAGE_NOT_QUEUED, CLONE_FAILED)
+
+
+@dataclasses.dataclass(frozen=True)
+class Clone:
+    store_id: str
+    pool: str
+    fsid: str
+    chunk_size: int          # bytes: the clone's object size (before Cinder's stripe rule)
+    user: "str | None" = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Copy:
+    reason: str
+    detail: str = ""
+
+    def __str__(self):
+        return f"{self.reason}: {self.detail}" if self.detail else self.reason
+
+
+@dataclasses.dataclass(frozen=True)
+class Volume:
+    name: str
+    encrypted: bool = False
+
+
+def pick_store(stores, requested=None):
+    """The store the request names, else the default one; None if there is none."""
+    for store in stores:
+        if requested is not None and store["id"] == requested:
+            return store
+        if requested is None and store.get("default") == "true":
+            return store
+    return None
+
+
+def decide(enabled, stores_detail, volume, image, local_fsid, requested_store=None,
+           stores_error=None):
+    """Clone or Copy(reason).
+
+    enabled:        enable_clone_optimization
+    stores_detail:  the parsed body of GET /v2/info/stores/detail, or None if not fetched
+    stores_error:   why it could not be fetched (str), when stores_detail is None
+    volume:         Volume
+    image:          the Glance image (dict: status, disk_format, container_format)
+    local_fsid:     fsid of the Cinder backend's cluster
+    requested_store: a store id named by the request (volume type image_service:store_id)
+    """
+    if not enabled:
+        return Copy(OPTION_DISABLED, "enable_clone_optimization is off")
+    if stores_detail is None:
+        return Copy(STORES_UNAVAILABLE, stores_error or "stores detail not fetched")
+    try:
+        validate_stores_detail(stores_detail)
+    except ContractError as e:
+        return Copy(STORES_INVALID, str(e))
+    store = pick_store(stores_detail["stores"], requested_store)
+    if store is None:
+        return Copy(STORE_NOT_FOUND, f"Glance has no store {requested_store!r}" if requested_store
+                    else "Glance reports no default store")
+    if store["type"] != "rbd":
+        return Copy(STORE_NOT_RBD, f"store {store['id']!r} is of type {store['type']!r}")
+    props = store["properties"]
+    if not props.get("fsid"):
+        return Copy(STORE_FSID_UNKNOWN, f"store {store['id']!r} does not report its Ceph fsid")
+    if props["fsid"] != local_fsid:
+        return Copy(OTHER_CLUSTER, f"store {store['id']!r} is in cluster {props['fsid']}, "
+                                   f"the volume in {local_fsid}")
+    if image.get("disk_format") != "raw":
+        return Copy(DISK_FORMAT, f"disk_format is {image.get('disk_format')!r}")
+    if image.get("container_format") != "bare":
+        return Copy(CONTAINER_FORMAT, f"container_format is {image.get('container_format')!r}")
+    if volume.encrypted:
+        return Copy(VOLUME_ENCRYPTED, f"volume {volume.name} is encrypted")
+    if image.get("status") != "queued":
+        return Copy(IMAGE_NOT_QUEUED, f"image status is {image.get('status')!r}")
+    chunk = props["chunk_size"]
+    return Clone(store_id=store["id"], pool=props["pool"], fsid=props["fsid"],
+                 chunk_size=chunk, user=props.get("user"))

@@ -1,0 +1,220 @@
+"""Glance v2 over HTTP, through a keystoneauth1 session.
+
+Service credentials from the ``[glance]`` section (the stores detail and the add-location
+call need the admin or service role), or a noauth mode for a Glance whose paste pipeline
+takes identity from X-Identity-Status/X-Roles/X-Project-Id headers (dev, tests).
+Every failure becomes a GlanceError naming the call, the image and Glance's own message.
+"""
+
+import json
+import logging
+import re
+import time
+
+from keystoneauth1 import exceptions as ks_exc
+from keystoneauth1 import loading as ks_loading
+
+from cinder_ext import exceptions as exc
+from cinder_ext import opts
+
+LOG = logging.getLogger(__name__)
+
+PATCH_TYPE = "application/openstack-images-v2.1-json-patch"
+
+
+def _glance_message(resp):
+    """Glance's explanation from an error body (JSON, or webob's HTML/plain text)."""
+    text = resp.text or ""
+    try:
+        body = json.loads(text)
+        if isinstance(body, dict):
+            for key in ("message", "explanation", "title"):
+                if key in body:
+                    return str(body[key])
+            inner = next(iter(body.values()), None)
+            if isinstance(inner, dict) and "message" in inner:
+                return str(inner["message"])
+    except ValueError:
+        pass
+    text = re.sub(r"<[^>]+>", " ", text)
+    text = " ".join(text.split())
+    # webob repeats the status as a title: keep the explanation
+    m = re.match(r"^(\d{3} [A-Za-z ]+?) \1 (.*)$", text)
+    if m:
+        text = m.group(2)
+    return text[:300] or resp.reason or ""
+
+
+class Glance:
+    def __init__(self, conf, session=None):
+        g = conf[opts.GLANCE_GROUP]
+        self.timeout = g.request_timeout
+        self.poll_interval = g.poll_interval
+        self.headers = {}
+        if g.auth_strategy == "noauth":
+            auth = None
+            self.headers = {"X-Identity-Status": "Confirmed", "X-Roles": ",".join(g.noauth_roles),
+                            "X-Project-Id": g.noauth_project_id, "X-User-Id": g.noauth_user_id}
+        else:
+            auth = ks_loading.load_auth_from_conf_options(conf, opts.GLANCE_GROUP)
+            if auth is None:
+                raise exc.ConfigError("[glance] auth_type is not set; set it (e.g. password) "
+                                      "or auth_strategy = noauth for a development Glance")
+        self.session = session or ks_loading.load_session_from_conf_options(
+            conf, opts.GLANCE_GROUP, auth=auth)
+        if g.api_servers:
+            self.endpoints = [s if "://" in s else "http://" + s for s in g.api_servers]
+        else:
+            if auth is None:
+                raise exc.ConfigError("[glance] api_servers is required with auth_strategy = noauth")
+            adapter = ks_loading.load_adapter_from_conf_options(conf, opts.GLANCE_GROUP,
+                                                                session=self.session, auth=auth)
+            try:
+                self.endpoints = [adapter.get_endpoint()]
+            except ks_exc.ClientException as e:
+                raise exc.GlanceError(f"cannot find the Glance endpoint in the catalog: {e}") from None
+        self.endpoints = [e.rstrip("/") for e in self.endpoints]
+        # strip a version suffix: paths below carry /v2
+        self.endpoints = [re.sub(r"/v2(\.\d+)?$", "", e) for e in self.endpoints]
+        self.stores_endpoints = ([re.sub(r"/v2(\.\d+)?/?$", "", g.stores_info_url.rstrip("/"))]
+                                 if g.stores_info_url else self.endpoints)
+
+    # -- plumbing -----------------------------------------------------------------------
+    def request(self, method, path, op, ok=(200,), timeout=None, endpoints=None, **kwargs):
+        headers = dict(self.headers)
+        headers.update(kwargs.pop("headers", {}) or {})
+        last = None
+        for endpoint in endpoints or self.endpoints:
+            try:
+                resp = self.session.request(endpoint + path, method, headers=headers, raise_exc=False,
+                                            connect_retries=0, timeout=timeout or self.timeout,
+                                            logger=LOG, **kwargs)
+            except ks_exc.ConnectTimeout as e:
+                last = exc.GlanceTimeout(f"{op}: Glance at {endpoint} did not answer in time ({e})", op=op)
+                continue
+            except ks_exc.RequestTimeout:
+                # the request may have been acted upon: do not try another server
+                raise exc.GlanceTimeout(f"{op}: Glance at {endpoint} did not answer within "
+                                        f"{timeout or self.timeout} s", op=op) from None
+            except ks_exc.ConnectFailure as e:
+                last = exc.GlanceError(f"{op}: cannot reach Glance at {endpoint} ({e})", op=op)
+                continue
+            except ks_exc.ClientException as e:
+                raise exc.GlanceError(f"{op}: {e}", op=op) from None
+            if resp.status_code in ok:
+                return resp
+            msg = f"{op}: Glance answered {resp.status_code}: {_glance_message(resp)}"
+            cls = {401: exc.GlanceForbidden, 403: exc.GlanceForbidden, 404: exc.GlanceNotFound,
+                   409: exc.GlanceConflict}.get(resp.status_code, exc.GlanceError)
+            raise cls(msg, status=resp.status_code, op=op)
+        raise last
+
+    # -- calls ----------------------------------------------------------------------------
+    def stores_detail(self):
+        """The parsed body of GET /v2/info/stores/detail (the decision validates it)."""
+        resp = self.request("GET", "/v2/info/stores/detail", "get stores detail",
+                            endpoints=self.stores_endpoints)
+        try:
+            return resp.json()
+        except ValueError:
+            raise exc.GlanceError("get stores detail: Glance answered 200 with a body that is "
+                                  "not JSON", status=200, op="get stores detail") from None
+
+    def create_image(self, name, disk_format="raw", container_format="bare", **props):
+        body = dict(props, name=name, disk_format=disk_format, container_format=container_format)
+        return self.request("POST", "/v2/images", "create image", ok=(201,), json=body).json()
+
+    def get_image(self, image_id):
+        return self.request("GET", f"/v2/images/{image_id}", f"get image {image_id}").json()
+
+    def delete_image(self, image_id):
+        self.request("DELETE", f"/v2/images/{image_id}", f"delete image {image_id}", ok=(204,))
+
+    def image_tasks(self, image_id):
+        """Tasks Glance ran on the image ([] when this Glance or policy does not tell)."""
+        try:
+            return self.request("GET", f"/v2/images/{image_id}/tasks",
+                                f"list tasks of image {image_id}").json().get("tasks", [])
+        except exc.GlanceError:
+            return []
+
+    def wait_location_tasks(self, image_id, timeout):
+        """Wait, bounded, until no location_import task of the image is pending or running.
+
+        A retry must not clean up a clone that a task of an earlier attempt is registering.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            running = [t for t in self.image_tasks(image_id)
+                       if t.get("type") == "location_import"
+                       and t.get("status") in ("pending", "processing")]
+            if not running:
+                return
+            if time.monotonic() >= deadline:
+                raise exc.GlanceTimeout(f"image {image_id}: Glance's location task {running[0].get('id')} "
+                                        f"is still {running[0].get('status')} after {timeout} s",
+                                        op="wait for location task")
+            time.sleep(self.poll_interval)
+
+    def add_location(self, image_id, url):
+        """Ask Glance to register url.
+
+        Returns the ids of location tasks that existed before (to tell ours apart) and
+        the API used: 'task' (POST, 202, runs as a task) or 'legacy' (PATCH, synchronous).
+        """
+        op = f"add location {url} to image {image_id}"
+        before = {t.get("id") for t in self.image_tasks(image_id)}
+        try:
+            self.request("POST", f"/v2/images/{image_id}/locations", op, ok=(202, 200),
+                         json={"url": url, "validation_data": {}})
+            return "task", before
+        except exc.GlanceError as e:
+            if e.status not in (404, 405):
+                raise
+            # 404 is also "no such image": only a Glance without the route gets the PATCH
+            self.get_image(image_id)
+        patch = [{"op": "add", "path": "/locations/-", "value": {"url": url, "metadata": {}}}]
+        self.request("PATCH", f"/v2/images/{image_id}", op + " (legacy PATCH)", ok=(200,),
+                     data=json.dumps(patch), headers={"Content-Type": PATCH_TYPE})
+        return "legacy", before
+
+    def wait_active(self, image_id, timeout, url, tasks_before=()):
+        """Poll until active; raise if Glance's location task fails or the bound passes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            image = self.get_image(image_id)
+            status = image.get("status")
+            if status == "active":
+                return image
+            if status in ("killed", "deleted", "deactivated"):
+                raise exc.GlanceError(f"image {image_id} went {status} while Glance registered "
+                                      f"location {url}", op="wait for active")
+            if status == "queued":
+                for task in self.image_tasks(image_id):
+                    if (task.get("id") not in tasks_before and task.get("type") == "location_import"
+                            and task.get("status") == "failure"):
+                        raise exc.GlanceError(
+                            f"Glance refused location {url} for image {image_id}: "
+                            f"{task.get('message') or 'the location task failed'}",
+                            op="wait for active")
+            if time.monotonic() >= deadline:
+                raise exc.GlanceTimeout(f"image {image_id} is still {status} {timeout} s after "
+                                        f"location {url} was requested", op="wait for active")
+            time.sleep(self.poll_interval)
+
+    def upload(self, image_id, body, size=None, store=None):
+        """PUT /v2/images/{id}/file from an iterable of bytes (sent chunked).
+
+        store: a Glance store id (multi-store header), else Glance's default store.
+        """
+        headers = {"Content-Type": "application/octet-stream"}
+        if store:
+            headers["X-Image-Meta-Store"] = store
+        self.request("PUT", f"/v2/images/{image_id}/file", f"upload data of image {image_id}",
+                     ok=(204,), data=body, headers=headers, timeout=None)
+
+    def download(self, image_id, chunk=1 << 20):
+        """Yield the image's bytes (tests, checks)."""
+        resp = self.request("GET", f"/v2/images/{image_id}/file", f"download image {image_id}",
+                            ok=(200, 204), stream=True)
+        yield from resp.iter_content(chunk)

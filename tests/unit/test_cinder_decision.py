@@ -1,0 +1,89 @@
+"""decide(): every reason, and the clone target it picks."""
+
+import pytest
+
+from cinder_ext import decision as d
+
+FSID = "4fd59ca3-81e0-46a5-989b-70edb9804bc9"
+
+
+def stores(*extra, default="ceph", fsid=FSID, pool="images"):
+    doc = {"stores": [
+        {"id": "fast", "type": "file", "weight": 0, "description": "",
+         "properties": {"data_dir": "/var/lib/glance", "chunk_size": 65536, "thin_provisioning": False}},
+        {"id": "ceph", "type": "rbd", "weight": 0,
+         "properties": {"pool": pool, "chunk_size": 8 << 20, "thin_provisioning": False,
+                        "fsid": fsid, "user": "glance"}},
+        *extra,
+    ]}
+    for s in doc["stores"]:
+        if s["id"] == default:
+            s["default"] = "true"
+    return doc
+
+
+IMAGE = {"status": "queued", "disk_format": "raw", "container_format": "bare"}
+VOL = d.Volume("volume-1")
+
+
+def decide(enabled=True, detail=None, volume=VOL, image=IMAGE, fsid=FSID, store=None, error=None,
+           **kw):
+    return d.decide(enabled, stores(**kw) if detail is None and error is None else detail, volume,
+                    image, fsid, store, error)
+
+
+def test_clone_target_is_the_default_rbd_store():
+    assert decide() == d.Clone(store_id="ceph", pool="images", fsid=FSID, chunk_size=8 << 20,
+                               user="glance")
+
+
+def test_named_store_wins_over_default():
+    assert decide(store="ceph", default="fast") == decide()
+
+
+@pytest.mark.parametrize("kwargs, reason", [
+    (dict(enabled=False), d.OPTION_DISABLED),
+    (dict(error="get stores detail: Glance answered 403: forbidden"), d.STORES_UNAVAILABLE),
+    (dict(detail={"stores": [{"id": "x"}]}), d.STORES_INVALID),
+    (dict(detail={"stores": "nope"}), d.STORES_INVALID),
+    (dict(detail=[]), d.STORES_INVALID),
+    (dict(store="nowhere"), d.STORE_NOT_FOUND),
+    (dict(default="none"), d.STORE_NOT_FOUND),
+    (dict(store="fast"), d.STORE_NOT_RBD),
+    (dict(default="fast"), d.STORE_NOT_RBD),
+    (dict(fsid=None), d.STORE_FSID_UNKNOWN),
+    (dict(fsid="00000000-0000-4000-8000-000000000000"), d.OTHER_CLUSTER),
+    (dict(image=dict(IMAGE, disk_format="qcow2")), d.DISK_FORMAT),
+    (dict(image=dict(IMAGE, container_format="compressed")), d.CONTAINER_FORMAT),
+    (dict(volume=d.Volume("volume-1", encrypted=True)), d.VOLUME_ENCRYPTED),
+    (dict(image=dict(IMAGE, status="active")), d.IMAGE_NOT_QUEUED),
+])
+def test_each_reason(kwargs, reason):
+    if "fsid" in kwargs and kwargs["fsid"] is None:
+        result = d.decide(True, stores(fsid=None), VOL, IMAGE, FSID)
+    elif "fsid" in kwargs:
+        result = d.decide(True, stores(fsid=kwargs["fsid"]), VOL, IMAGE, FSID)
+    else:
+        result = decide(**kwargs)
+    assert isinstance(result, d.Copy)
+    assert result.reason == reason
+    assert result.detail  # every copy says why, in words
+    assert result.reason in d.REASONS
+
+
+def test_checks_run_in_order_option_first():
+    # disabled wins over everything else wrong
+    result = d.decide(False, None, d.Volume("v", encrypted=True), dict(IMAGE, disk_format="qcow2"), "x")
+    assert result.reason == d.OPTION_DISABLED
+
+
+def test_invalid_detail_names_the_json_path():
+    doc = stores()
+    del doc["stores"][1]["properties"]["pool"]
+    result = decide(detail=doc)
+    assert result.reason == d.STORES_INVALID and "pool" in result.detail
+
+
+def test_copy_str_is_reason_and_detail():
+    assert str(d.Copy("r", "why")) == "r: why"
+    assert str(d.Copy("r")) == "r"
