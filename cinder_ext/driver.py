@@ -1,0 +1,393 @@
+"""A drop-in RBD volume driver for real Cinder (29, 2025.2) that uploads by clone.
+
+In cinder.conf, the backend section changes one line and adds one::
+
+    volume_driver = cinder_ext.driver.RBDCloneUploadDriver
+    enable_clone_optimization = true
+
+Everything else is upstream's ``cinder.volume.drivers.rbd.RBDDriver``, except:
+
+* ``copy_volume_to_image``: reads Glance's stores detail with Cinder's privileged
+  ``[glance]`` access, runs cinder_ext's decision and, when it says Clone, the clone
+  transaction (cinder_ext.clone.CloneUpload), registering the location with Cinder's
+  own ``GlanceImageService.add_location`` (Glance's add-location API, legacy PATCH
+  as Cinder falls back). Otherwise, and after a clone that failed and was rolled back,
+  upstream's own copy. One log line says which method ran and why.
+* ``delete_volume``: a volume that is the parent of clone-uploaded images moves to
+  the RBD trash in constant time (upstream would flatten every such image: O(size)),
+  the images keep working, and a periodic purge removes it once the images are gone.
+
+Only this module imports cinder: ``import cinder_ext`` works without Cinder.
+"""
+
+import errno
+import re
+import time
+
+# upstream's driver first: it imports cinder.image.image_utils before cinder.image.glance,
+# the one order in which those two modules (which import each other) load
+try:
+    from cinder.volume.drivers import rbd as upstream  # isort: skip
+except ImportError as e:  # say what is missing, not which line noticed
+    raise ImportError(f"cinder_ext.driver is loaded by Cinder's volume service and needs "
+                      f"Cinder installed: {e}", name=e.name) from None
+
+from glanceclient import exc as glance_exc
+from oslo_config import cfg
+from oslo_log import log as logging
+from oslo_service import loopingcall
+
+from cinder import exception
+from cinder.image import glance as cinder_glance
+from cinder import interface
+from cinder import utils
+from cinder.volume import configuration
+
+from cinder_ext import clone as clone_mod
+from cinder_ext import decision
+from cinder_ext import exceptions as exc
+from cinder_ext import glance as glance_mod
+from cinder_ext import opts as ext_opts
+from cinder_ext.ceph import Cluster
+
+LOG = logging.getLogger(__name__)
+
+# Declared once in cinder_ext.opts; the copy-path tuning options there belong to our
+# own copy, not to upstream's, so the driver registers only these.
+DRIVER_OPTS = [o for o in ext_opts.CLONE_OPTS
+               if o.dest in ("enable_clone_optimization", "clone_active_timeout")]
+
+CONF = cfg.CONF
+CONF.register_opts(DRIVER_OPTS, group=configuration.SHARED_CONF_GROUP)
+
+# RBD image metadata on a volume moved to the trash because clone-uploaded images
+# still depend on it: marks it for our purge (metadata survives the move).
+TRASH_MARK = "cinder-rbd-clone.parent-of-images"
+POLL_INTERVAL = 0.1  # seconds between polls of an image Glance is activating
+# cinder_ext.clone's volume snapshot for an upload: image-<image id>
+_UPLOAD_SNAP = re.compile(re.escape(clone_mod.VOLUME_SNAP_PREFIX) +
+                          r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
+
+
+def _unwrap(obj):
+    """glanceclient answers wrap bodies in a RequestIdProxy; the decision wants plain data."""
+    return getattr(obj, "__wrapped__", obj)
+
+
+class CinderGlance(glance_mod.Glance):
+    """The calls the clone transaction makes, through Cinder's own Glance client.
+
+    Same interface as cinder_ext.glance.Glance (whose wait_active is reused), but every
+    call goes through cinder.image.glance: the ``[glance]`` keystoneauth session
+    (``privileged_user``: the service credentials the stores detail and the location
+    API need), ``glance_api_servers`` or the catalog, Cinder's retries and TLS options.
+    """
+
+    # no HTTP plumbing of our own: the parent's __init__ (keystoneauth from our options)
+    # is replaced by Cinder's client
+    def __init__(self, context, image_service):  # pylint: disable=super-init-not-called
+        self.context = context
+        self.image_service = image_service
+        self.client = cinder_glance.GlanceClientWrapper()
+        self.poll_interval = POLL_INTERVAL
+
+    def _call(self, op, method, *args, **kwargs):
+        try:
+            return _unwrap(self.client.call(self.context, method, *args,
+                                            privileged_user=True, **kwargs))
+        except Exception as e:  # glanceclient and Cinder errors: one family for the caller
+            raise self._translate(op, e) from None
+
+    @staticmethod
+    def _translate(op, e):
+        # Cinder re-raises glanceclient's error as its own (ImageNotAuthorized, ...) and
+        # drops Glance's explanation from the message: find the HTTP error it came from
+        http, seen = e, set()
+        while http is not None and id(http) not in seen and not isinstance(
+                http, glance_exc.HTTPException):
+            seen.add(id(http))
+            http = http.__cause__ or http.__context__
+        status = http.code if http is not None else None
+        said = f"Glance answered {http}" if http is not None else f"{type(e).__name__}: {e}"
+        msg = f"{op}: {said}"
+        if status in (401, 403) or isinstance(e, (exception.NotAuthorized,
+                                                  exception.ImageNotAuthorized)):
+            return exc.GlanceForbidden(msg, status=status or 403, op=op)
+        if status == 404 or isinstance(e, exception.NotFound):
+            return exc.GlanceNotFound(msg, status=404, op=op)
+        if status == 409:
+            return exc.GlanceConflict(msg, status=409, op=op)
+        return exc.GlanceError(msg, status=status, op=op)
+
+    def stores_detail(self):
+        return dict(self._call("get stores detail", "get_stores_info_detail"))
+
+    def get_image(self, image_id):
+        return dict(self._call(f"get image {image_id}", "get", image_id))
+
+    def image_tasks(self, image_id):
+        try:
+            body = self._call(f"list tasks of image {image_id}", "get_associated_image_tasks",
+                              image_id)
+        except exc.GlanceError:
+            return []  # an older Glance, or a policy that does not tell
+        return list(dict(body).get("tasks", []))
+
+    def add_location(self, image_id, url):
+        op = f"add location {url} to image {image_id}"
+        before = {t.get("id") for t in self.image_tasks(image_id)}
+        try:
+            # Cinder's own path (as for image_upload_use_cinder_backend): Glance's
+            # add-location API with the service credentials, else the legacy call
+            # metadata {}: Cinder 29 passes it to glanceclient's add_image_location as
+            # validation_data, which Glance 33 validates (a 'store' key there is a 400);
+            # Glance finds the store from the rbd URL
+            self.image_service.add_location(self.context, image_id, url, {})
+        except Exception as e:
+            raise self._translate(op, e) from None
+        return "cinder", before
+
+
+@interface.volumedriver
+class RBDCloneUploadDriver(upstream.RBDDriver):
+    """Upstream's RBD driver; uploads to a same-cluster Glance RBD store by clone."""
+
+    VERSION = upstream.RBDDriver.VERSION + "-clone-upload"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.configuration.append_config_values(DRIVER_OPTS)
+        self._purge_task = None
+
+    @classmethod
+    def get_driver_options(cls):
+        return super().get_driver_options() + DRIVER_OPTS
+
+    # -- upload ---------------------------------------------------------------------
+    def copy_volume_to_image(self, context, volume, image_service, image_meta):
+        started = time.monotonic()
+        image_id = image_meta["id"]
+        choice, timer = self._decide(context, volume, image_service, image_meta)
+        if isinstance(choice, decision.Clone):
+            try:
+                out = self._clone_upload(context, volume, image_service, image_id, choice, timer)
+            except exc.CloneFailed as e:
+                if not e.cleaned:
+                    # leftovers named after the image would make the copy fail too
+                    raise exception.VolumeBackendAPIException(
+                        data=f"upload of {volume.name} to image {image_id}: {e}") from None
+                choice = decision.Copy(decision.CLONE_FAILED, e.reason)
+            except exc.CloneIncomplete as e:
+                raise exception.VolumeBackendAPIException(data=str(e)) from None
+            else:
+                LOG.info("Upload of volume %(vol)s to image %(img)s: method=clone, "
+                         "location=%(loc)s, %(secs).3f s (%(steps)s)",
+                         {"vol": volume.name, "img": image_id, "loc": out["location"],
+                          "secs": time.monotonic() - started,
+                          "steps": ", ".join(f"{k} {v:.3f} s" for k, v in timer.steps.items())})
+                return
+        # a clone that failed is worth an operator's look (caps, Glance roles); the rest
+        # are ordinary choices
+        log = LOG.warning if choice.reason == decision.CLONE_FAILED else LOG.info
+        log("Upload of volume %(vol)s to image %(img)s: method=copy (upstream), "
+            "reason=%(reason)s", {"vol": volume.name, "img": image_id, "reason": choice})
+        super().copy_volume_to_image(context, volume, image_service, image_meta)
+        LOG.info("Upload of volume %(vol)s to image %(img)s: copied in %(secs).3f s",
+                 {"vol": volume.name, "img": image_id, "secs": time.monotonic() - started})
+
+    def _decide(self, context, volume, image_service, image_meta):
+        """(Clone | Copy, timer)."""
+        timer = clone_mod.Timer()
+        enabled = self.configuration.enable_clone_optimization
+        vol = decision.Volume(volume.name, encrypted=bool(volume.encryption_key_id))
+        if not enabled:
+            return decision.decide(False, None, vol, image_meta, None), timer
+        glance = CinderGlance(context, image_service)
+        stores, stores_error = None, None
+        with timer.step("fetch"):
+            try:
+                stores = glance.stores_detail()
+            except exc.GlanceError as e:
+                stores_error = str(e)
+            try:
+                image = glance.get_image(image_meta["id"])
+            except exc.GlanceError as e:
+                # what Cinder was handed is the next best account of the image
+                LOG.warning("Upload to image %(img)s: %(err)s; deciding on Cinder's copy of "
+                            "the image's metadata", {"img": image_meta["id"], "err": e})
+                image = image_meta
+            fsid = self._get_fsid()
+        choice = decision.decide(True, stores, vol, image, fsid, self._requested_store(volume),
+                                 stores_error)
+        return choice, timer
+
+    @staticmethod
+    def _requested_store(volume):
+        # the store a volume type names for uploads, read as upstream's copy path reads it
+        if not volume.volume_type_id:
+            return None
+        return (volume.volume_type.extra_specs or {}).get("image_service:store_id")
+
+    def _clone_upload(self, context, volume, image_service, image_id, target, timer):
+        name, conf, user, _secret = self._get_config_tuple()
+        cluster = Cluster(conf, user, name, self.configuration.rados_connect_timeout,
+                          self.configuration.rados_connection_retries,
+                          self.configuration.rados_connection_interval)
+        glance = CinderGlance(context, image_service)
+        tx = clone_mod.CloneUpload(cluster, glance, self.configuration.rbd_pool, volume.name,
+                                   image_id, target, self.configuration.clone_active_timeout, timer)
+        try:
+            # under eventlet, connecting must not stall the hub; the clone's own Ceph
+            # calls are metadata operations of a few milliseconds each
+            if utils.concurrency_mode_threading():
+                cluster.connect()
+            else:
+                from eventlet import tpool
+                tpool.execute(cluster.connect)
+            return tx.run()
+        except exc.CephError as e:  # connecting or clearing old leftovers: nothing new made
+            raise exc.CloneFailed(str(e), reason=str(e), cleaned=True, cause=e) from None
+        finally:
+            cluster.close()
+
+    # -- delete ---------------------------------------------------------------------
+    def _image_dependents(self, rbd_image):
+        """[(pool, image)] of clone-uploaded images that depend on this volume.
+
+        Their parent is a volume snapshot named cinder_ext.clone's ``image-<image id>``,
+        kept protected (clone v1) or in the trash namespace (clone v2).
+        """
+        uploads = {image_id for image_id, _snap in self._upload_snaps(rbd_image)}
+        if not uploads:
+            return []
+        return [(c["pool"], c["image"]) for c in rbd_image.list_children2()
+                if c["image"] in uploads]
+
+    def _upload_snaps(self, rbd_image):
+        """[(image id, snapshot)] of the volume's upload snapshots, any namespace."""
+        out = []
+        for snap in rbd_image.list_snaps():
+            original = snap["name"]
+            if snap.get("namespace", 0) == self.rbd.RBD_SNAP_NAMESPACE_TYPE_TRASH:
+                original = (snap.get("trash") or {}).get("original_name", "")
+            m = _UPLOAD_SNAP.match(original)
+            if m:
+                out.append((m.group(1), snap))
+        return out
+
+    def _remove_stale_upload_snaps(self, rbd_image):
+        # a clone v1 upload keeps its protected snapshot after Glance deleted the image
+        # (an interrupted upload may too): upstream would then trash the volume for good
+        for _image_id, snap in self._upload_snaps(rbd_image):
+            if snap.get("namespace", 0) != self.rbd.RBD_SNAP_NAMESPACE_TYPE_USER:
+                continue
+            rbd_image.set_snap(snap["name"])
+            try:
+                children = list(rbd_image.list_children2())
+            finally:
+                rbd_image.set_snap(None)
+            if not children:
+                if rbd_image.is_protected_snap(snap["name"]):
+                    rbd_image.unprotect_snap(snap["name"])
+                rbd_image.remove_snap(snap["name"])
+                LOG.debug("removed upload snapshot %s of an image that is gone", snap["name"])
+
+    def delete_volume(self, volume):
+        with upstream.RADOSClient(self) as client:
+            try:
+                with upstream.RBDVolumeProxy(self, volume.name, ioctx=client.ioctx,
+                                             client=client.cluster) as rbd_image:
+                    if self._find_clone_snap(rbd_image) is not None:
+                        dependents = []  # upstream keeps it as <name>.deleted: constant time
+                    else:
+                        dependents = self._image_dependents(rbd_image)
+                    if dependents:
+                        self._delete_backup_snaps(rbd_image)
+                        rbd_image.metadata_set(
+                            TRASH_MARK, ",".join(f"{p}/{i}" for p, i in dependents))
+                    else:
+                        self._remove_stale_upload_snaps(rbd_image)
+            except self.rbd.ImageNotFound:
+                dependents = []
+            if not dependents:
+                self._delete_volume(volume, client)
+                return
+            delay = (self.configuration.deferred_deletion_delay
+                     if self.configuration.enable_deferred_deletion else 0)
+            self._move_volume_to_trash(client.ioctx, volume.name, delay)
+            LOG.info("Volume %(vol)s moved to the RBD trash instead of flattening the "
+                     "images cloned from it (%(deps)s); it is purged once they are deleted",
+                     {"vol": volume.name, "deps": ", ".join(f"{p}/{i}" for p, i in dependents)})
+
+    def purge_trashed_parents(self, client=None):
+        """Remove our trashed volumes whose clone-uploaded images are gone.
+
+        Returns the trash ids of our entries (removed or still needed).
+        """
+        if client is None:
+            with upstream.RADOSClient(self) as own:
+                return self.purge_trashed_parents(own)
+        ours = set()
+        for entry in self.RBDProxy().trash_list(client.ioctx):
+            tid = entry["id"]
+            try:
+                image = self.rbd.Image(client.ioctx, image_id=tid)
+            except self.rbd.ImageNotFound:
+                continue
+            try:
+                try:
+                    image.metadata_get(TRASH_MARK)
+                except KeyError:
+                    continue  # not ours: upstream's purge decides
+                ours.add(tid)
+                self._remove_stale_upload_snaps(image)
+            finally:
+                image.close()
+            try:
+                self.RBDProxy().trash_remove(client.ioctx, tid)
+                LOG.info("Purged %s from the trash: no image depends on it any more",
+                         entry["name"])
+            except (self.rbd.ImageHasSnapshots, self.rbd.ImageBusy):
+                LOG.debug("%s stays in the trash: clone-uploaded images still depend on it",
+                          entry["name"])
+            except self.rbd.PermissionError:
+                LOG.debug("%s: deferment of its deletion has not expired yet", entry["name"])
+        return ours
+
+    def _trash_purge(self):
+        # upstream's periodic purge, but our entries are handled quietly: a volume that
+        # images still depend on is expected to stay, not an error to log every minute
+        with upstream.RADOSClient(self) as client:
+            ours = self.purge_trashed_parents(client)
+            for vol in self.RBDProxy().trash_list(client.ioctx):
+                if vol.get("id") in ours:
+                    continue
+                try:
+                    self.RBDProxy().trash_remove(client.ioctx, vol.get("id"))
+                except (OSError, self.rbd.OSError) as e:
+                    if e.errno == errno.EPERM:
+                        LOG.debug("%s has not expired yet on backend '%s'",
+                                  vol.get("name"), self._backend_name)
+                    else:
+                        LOG.exception("Error deleting %s from trash backend '%s'",
+                                      vol.get("name"), self._backend_name)
+                except Exception:
+                    LOG.exception("Error deleting %s from trash backend '%s'",
+                                  vol.get("name"), self._backend_name)
+                else:
+                    LOG.info("Deleted %s from trash for backend '%s'",
+                             vol.get("name"), self._backend_name)
+
+    def _start_periodic_tasks(self):
+        super()._start_periodic_tasks()
+        if not self.configuration.enable_deferred_deletion:
+            # upstream runs no purge then; ours still removes the volumes we trashed
+            self._purge_task = loopingcall.FixedIntervalLoopingCall(self._purge_quietly)
+            self._purge_task.start(
+                interval=self.configuration.deferred_deletion_purge_interval)
+
+    def _purge_quietly(self):
+        try:
+            self.purge_trashed_parents()
+        except Exception:  # the next run retries; a periodic task must not die
+            LOG.exception("Purging volumes trashed for clone-uploaded images failed")

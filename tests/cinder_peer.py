@@ -1,0 +1,133 @@
+"""Fixtures for tests of cinder_ext.driver inside real Cinder 29 (import them into the test module).
+
+cinder29 (session)
+    Builds <repo>/.peers/cinder29 with tools/peers/setup-cinder-peer (idempotent) and
+    returns its python. A failed build fails the test, never skips it.
+cinder_glance (session; needs glance_peers)
+    Upstream Glance 33 as Cinder's privileged ``[glance]`` user sees it: the peer's
+    identity filter gives every request roles ``admin,service`` (devstack's cinder
+    service user; Cinder here runs ``auth_strategy = noauth`` and sends no identity),
+    which the stores detail (admin or service) and an rbd location (service) need.
+    rbd_thin_provisioning on, so upstream's copy of a 1 GiB volume that is mostly
+    holes does not fill the memstore OSD with zeros.
+cinder_glance_without_service_role (session; needs glance_peers)
+    The same Glance when Cinder's ``[glance]`` user lacks the service role: Glance
+    answers 403 to the rbd location (a real refusal, not a mock).
+run_cinder (function)
+    ``run_cinder(glance_url, enable_clone_optimization, size_gb=1, mode="upload",
+    extra_conf="", delete_order="volume-first")`` writes a real cinder.conf for the dev cluster (None: the option
+    is left out of the backend section; extra_conf is appended to that section),
+    runs tests/cinder_peer_run.py in the cinder29 venv and returns ``CinderRun``
+    (``.result`` dict, ``.log`` text, ``.conf`` text).
+"""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEERS_DIR = os.environ.get("PEERS_DIR", os.path.join(ROOT, ".peers"))
+SETUP = os.path.join(ROOT, "tools", "peers", "setup-cinder-peer")
+RUNNER = os.path.join(ROOT, "tests", "cinder_peer_run.py")
+BACKEND = "ceph"
+THIN = "ceph.rbd_thin_provisioning=true"
+
+
+def _last_line(text, default):
+    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    return lines[-1] if lines else default
+
+
+@pytest.fixture(scope="session")
+def cinder29():
+    try:
+        proc = subprocess.run([SETUP], capture_output=True, text=True, timeout=1800)
+    except subprocess.TimeoutExpired:
+        pytest.fail("tools/peers/setup-cinder-peer took over 1800 s", pytrace=False)
+    if proc.returncode != 0:
+        pytest.fail(f"cinder29 venv could not be built: "
+                    f"{_last_line(proc.stderr, f'exit {proc.returncode}')}", pytrace=False)
+    return os.path.join(PEERS_DIR, "cinder29", "bin", "python")
+
+
+@pytest.fixture(scope="session")
+def cinder_glance(glance_peers):
+    return glance_peers.start(default_roles="admin,service", settings=(THIN,))
+
+
+@pytest.fixture(scope="session")
+def cinder_glance_without_service_role(glance_peers):
+    return glance_peers.start(default_roles="admin", settings=(THIN,))
+
+
+def cinder_conf(cluster, glance_url, state_dir, enable_clone_optimization):
+    """A cinder.conf as an operator writes it for this backend (the README's lines)."""
+    client = cluster.client("cinder")
+    return f"""\
+[DEFAULT]
+enabled_backends = {BACKEND}
+glance_api_servers = {glance_url}
+# no Keystone in tests: the Glance peer's identity filter stands in for it
+auth_strategy = noauth
+state_path = {state_dir}
+image_conversion_dir = {state_dir}/conversion
+log_file = {state_dir}/cinder-volume.log
+debug = false
+
+[database]
+connection = sqlite:///{state_dir}/cinder.sqlite
+
+[oslo_concurrency]
+lock_path = {state_dir}/locks
+
+[{BACKEND}]
+volume_driver = cinder_ext.driver.RBDCloneUploadDriver
+volume_backend_name = {BACKEND}
+rbd_pool = {cluster.cinder_pool}
+rbd_user = {cluster.cinder_user}
+rbd_ceph_conf = {client["conf"]}
+""" + ("" if enable_clone_optimization is None else
+       f"enable_clone_optimization = {'true' if enable_clone_optimization else 'false'}\n")
+
+
+class CinderRun:
+    def __init__(self, result, log, conf):
+        self.result, self.log, self.conf = result, log, conf
+
+    def log_lines(self, needle):
+        return [line for line in self.log.splitlines() if needle in line]
+
+
+@pytest.fixture
+def run_cinder(cinder29, ceph_cluster, tmp_path):
+    counter = iter(range(100))
+
+    def run(glance_url, enable_clone_optimization, size_gb=1, mode="upload", extra_conf="",
+            delete_order="volume-first"):
+        state = tmp_path / f"cinder-{next(counter)}"
+        (state / "locks").mkdir(parents=True)
+        conf_text = cinder_conf(ceph_cluster, glance_url, str(state), enable_clone_optimization)
+        conf_text += extra_conf
+        (state / "cinder.conf").write_text(conf_text)
+        spec = {"config_file": str(state / "cinder.conf"), "backend": BACKEND,
+                "keyring": ceph_cluster.client("cinder")["keyring"],
+                "project_id": "peer-admin", "size_gb": size_gb,
+                "cinder_pool": ceph_cluster.cinder_pool, "glance_pool": ceph_cluster.glance_pool,
+                "traceback_file": str(state / "traceback.txt"), "mode": mode,
+                "delete_order": delete_order}
+        (state / "spec.json").write_text(json.dumps(spec))
+        env = dict(os.environ, PYTHONWARNINGS="ignore")
+        try:
+            proc = subprocess.run([cinder29, RUNNER, str(state / "spec.json")], capture_output=True,
+                                  text=True, timeout=900, cwd=str(state), env=env)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the Cinder run did not finish in 900 s (state in {state})", pytrace=False)
+        log_path = state / "cinder-volume.log"
+        log = log_path.read_text(errors="replace") if log_path.exists() else ""
+        if proc.returncode != 0:
+            pytest.fail(f"{_last_line(proc.stderr, f'exit {proc.returncode}')} "
+                        f"(log and traceback in {state})", pytrace=False)
+        return CinderRun(json.loads(proc.stdout), log, conf_text)
+    return run
