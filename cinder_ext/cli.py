@@ -2,6 +2,7 @@
 
     cinder-rbd-clone --config-file cinder.conf create-image NAME [--disk-format raw] ...
     cinder-rbd-clone --config-file cinder.conf upload VOLUME IMAGE_ID [--store ID]
+    cinder-rbd-clone --config-file cinder.conf audit --glance-config glance-api.conf [--json]
 
 Prints one JSON document on stdout; errors are one line on stderr, exit status 1.
 """
@@ -12,6 +13,7 @@ import logging
 import sys
 import time
 
+from cinder_ext import audit
 from cinder_ext import exceptions as exc
 from cinder_ext import opts
 
@@ -57,6 +59,8 @@ def _parser():
                      help="the volume is encrypted (default: detect a LUKS header)")
     enc.add_argument("--not-encrypted", dest="encrypted", action="store_false")
 
+    audit.add_subparser(sub)
+
     ci = sub.add_parser("create-image", help="create a queued image to upload into")
     ci.add_argument("name")
     ci.add_argument("--disk-format", default="raw")
@@ -69,6 +73,10 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not args.debug:  # keystoneauth warns before we raise our own one-line error
+        logging.getLogger("keystoneauth").setLevel(logging.ERROR)
+    if args.command == "audit":  # reads both services' configs itself
+        return args.func(args)
     try:
         conf, backend = opts.load(args.config_file, args.backend)
         if args.command == "create-image":

@@ -71,6 +71,14 @@ class Glance:
                                                                 session=self.session, auth=auth)
             try:
                 self.endpoints = [adapter.get_endpoint()]
+            except ks_exc.Unauthorized:
+                raise exc.GlanceForbidden("authentication to Keystone failed (HTTP 401): the [glance] "
+                                          "credentials were refused (wrong user, password or application "
+                                          "credential?)", status=401,
+                                          op="authenticate") from None
+            except ks_exc.ConnectFailure as e:
+                raise exc.GlanceError(f"cannot reach Keystone at [glance] auth_url ({e})",
+                                      op="authenticate") from None
             except ks_exc.ClientException as e:
                 raise exc.GlanceError(f"cannot find the Glance endpoint in the catalog: {e}") from None
         self.endpoints = [e.rstrip("/") for e in self.endpoints]

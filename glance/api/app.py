@@ -11,11 +11,14 @@ from keystonemiddleware import auth_token
 from oslo_middleware import healthcheck
 from oslo_middleware import http_proxy_to_wsgi
 from oslo_middleware import request_id
+import webob
+import webob.exc
 
 from glance.api import policy
 from glance.api import version_negotiation
 from glance.api.v2 import router
 from glance.common import context
+from glance.common import wsgi
 from glance_store_ext import registry
 
 LOG = logging.getLogger(__name__)
@@ -36,6 +39,25 @@ class _URLMap:
                 environ["PATH_INFO"] = path[len(prefix):]
                 return app(environ, start_response)
         return self.default(environ, start_response)
+
+
+class _RejectUndecodablePath:
+    """400, not a 500 from deep in webob, for a path whose %-escapes are not UTF-8."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        try:
+            # PEP 3333 carries the raw path as latin-1; webob decodes it as UTF-8 later
+            environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            req = webob.Request(environ)
+            return wsgi.error_response(req, webob.exc.HTTPBadRequest(
+                explanation="Error decoding your request. Either the URL or the request body "
+                            "contained characters that could not be decoded by Glance"))(
+                environ, start_response)
+        return self.app(environ, start_response)
 
 
 class Application:
@@ -61,7 +83,7 @@ class Application:
         app = version_negotiation.VersionNegotiation(app, conf)
         # oslo.middleware reads [healthcheck], [oslo_middleware] of the operator's config
         app = _URLMap(app, {"/healthcheck": healthcheck.Healthcheck(None, conf)})
-        app = request_id.RequestId(app, conf)
+        app = request_id.RequestId(_RejectUndecodablePath(app), conf)
         self.wsgi_app = http_proxy_to_wsgi.HTTPProxyToWSGI(app, conf)
 
     def __call__(self, environ, start_response):

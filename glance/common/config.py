@@ -8,7 +8,6 @@ message is one line naming the option and the file.
 """
 
 import importlib.metadata
-import logging as std_logging
 import os
 import re
 
@@ -116,34 +115,13 @@ def load(args=None, default_config_files=None, conf=None, on_parsed=None):
     check_group(conf, None)
     if on_parsed is not None:
         on_parsed(conf)
-    quiet = _UnusedDriverErrors(set((conf.enabled_backends or {}).values()))
-    logging.getLogger("stevedore.extension").logger.addFilter(quiet)
     try:
         store_config.register_store_opts(conf)
     except store_config.StoreConfigError as exc:
         raise ConfigError(f"{exc} (in {_source(conf, None, 'enabled_backends')})")
-    finally:
-        logging.getLogger("stevedore.extension").logger.removeFilter(quiet)
     _check_stores(conf)
     check_all(conf)
     return conf
-
-
-class _UnusedDriverErrors(std_logging.Filter):
-    """Drop stevedore's "Could not load 'cinder'" for store types no store uses.
-
-    glance_store imports every driver to list options; one that cannot be
-    imported here (cinder without os-brick) matters only if a store uses it.
-    """
-
-    def __init__(self, used_types):
-        super().__init__()
-        self.used_types = used_types
-
-    def filter(self, record):
-        if str(record.msg).startswith("Could not load") and record.args:
-            return record.args[0] in self.used_types
-        return True
 
 
 def check_all(conf):
