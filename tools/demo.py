@@ -1,7 +1,7 @@
 """The demo: upload a volume to an image by copy-on-write clone, on a throwaway Ceph cluster.
 
 Boots a dev Ceph cluster, upstream Glance 33 on it, our stores-info service
-beside it, then uploads one volume of real data twice through the
+beside it (with --keystone: a real Keystone 30 and tokens everywhere), then uploads one volume of real data twice through the
 cinder-rbd-clone CLI: once by clone, once by copy, and prints both timings.
 Run through tools/demo, which prepares the virtualenvs first.
 """
@@ -34,7 +34,7 @@ def section(title):
     print(f"\n== {title} " + "=" * max(0, 72 - len(title)), flush=True)
 
 
-def cinder_conf(path, cluster, glance_url, enable):
+def cinder_conf(path, cluster, glance_section, enable):
     client = cluster.client("cinder")
     with open(path, "w") as f:
         f.write(f"""[DEFAULT]
@@ -47,10 +47,7 @@ rbd_user = {cluster.cinder_user}
 rbd_ceph_conf = {client['conf']}
 enable_clone_optimization = {str(enable).lower()}
 
-[glance]
-api_servers = {glance_url}
-auth_strategy = noauth
-""")
+{glance_section}""")
     return path
 
 
@@ -68,6 +65,8 @@ def main():
     parser.add_argument("--data-mib", type=int, default=256,
                         help="MiB of real data in the demo volume (default 256)")
     parser.add_argument("--size-mib", type=int, default=1024, help="volume size (default 1024)")
+    parser.add_argument("--keystone", action="store_true",
+                        help="real Keystone 30 tokens everywhere instead of trusted identity headers")
     args = parser.parse_args()
     if not 0 < args.data_mib <= args.size_mib:
         parser.error("--data-mib must be between 1 and --size-mib")
@@ -89,20 +88,10 @@ def main():
             caps = json.loads(cluster.admin("ceph", "auth", "get", f"client.{user}", "-f", "json"))[0]["caps"]
             print(f"client.{user}: " + "; ".join(f"{k} '{v}'" for k, v in sorted(caps.items())))
 
-        section("2. upstream Glance 33 (rbd default store) and our stores-info service")
-        peer = GlancePeer.start(os.path.join(work, "glance"), cluster.dir)
-        stoppers.insert(0, peer.stop)
-        os.makedirs(os.path.join(work, "info-api"))
-        info = InfoAPI(peer.config_file, workdir=os.path.join(work, "info-api"))
-        stoppers.insert(0, info.stop)
-        print(f"Glance 33: {peer.url}    glance-info-api: {info.url}")
-        print(f"$ curl -H 'X-Roles: service' {info.url}/v2/info/stores/detail")
-        req = urllib.request.Request(info.url + "/v2/info/stores/detail", headers={"X-Roles": "service"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            print(json.dumps(json.load(resp), indent=2))
-        print(f"$ glance --os-image-url {info.url} stores-info --detail")
-        proc = PeerClients().run_glance("stores-info", "--detail", url=info.url)
-        print(proc.stdout.rstrip() or proc.stderr.strip())
+        if args.keystone:
+            glance = start_keystone_mode(work, cluster, stoppers)
+        else:
+            glance = start_noauth_mode(work, cluster, stoppers)
 
         section(f"3. a {args.size_mib} MiB volume holding {args.data_mib} MiB of random data")
         volume = "volume-5e2c0a8e-7d1b-4d39-9f0a-6c1d2f3a4b5c"
@@ -113,7 +102,8 @@ def main():
         for method, enable in (("clone", True), ("copy", False)):
             section(f"4{'ab'[enable is False]}. upload by {method} "
                     f"(enable_clone_optimization = {str(enable).lower()})")
-            conf = cinder_conf(os.path.join(work, f"cinder-{method}.conf"), cluster, peer.url, enable)
+            conf = cinder_conf(os.path.join(work, f"cinder-{method}.conf"), cluster,
+                               glance["cinder_glance_section"], enable)
             image = cli(conf, "create-image", f"demo-{method}")
             print(f"$ cinder-rbd-clone --config-file cinder.conf upload {volume} {image['id']}")
             t = time.monotonic()
@@ -123,7 +113,7 @@ def main():
             results[method] = result
             print(json.dumps({k: result.get(k) for k in ("method", "reason", "location", "bytes", "seconds")},
                              indent=2))
-            got = image_digest(peer, image["id"], args.data_mib)
+            got = image_digest(glance["image_url"], glance["headers"](), image["id"], args.data_mib)
             print(f"image {image['id']} active; downloaded data sha256 {got[:16]}... "
                   f"{'equals' if got == digest else 'DIFFERS FROM'} the volume's")
             if got != digest:
@@ -139,7 +129,8 @@ def main():
     finally:
         if args.keep:
             print(f"\nleft running under {work}; stop with: tools/ceph-dev-cluster stop {work}/ceph "
-                  f"&& tools/peers/glance-peer stop {work}/glance")
+                  f"&& tools/peers/glance-peer stop {work}/glance"
+                  + (f" && tools/peers/keystone-peer stop {work}/keystone" if args.keystone else ""))
         else:
             for stop in stoppers:
                 try:
@@ -170,10 +161,9 @@ def fill_volume(cluster, name, size_mib, data_mib):
     return digest.hexdigest()
 
 
-def image_digest(peer, image_id, data_mib):
+def image_digest(image_url, headers, image_id, data_mib):
     """sha256 of the first data_mib MiB of the image, downloaded through Glance."""
-    headers = peer.headers(roles=("admin",))
-    req = urllib.request.Request(f"{peer.url}/v2/images/{image_id}/file", headers=headers)
+    req = urllib.request.Request(f"{image_url}/v2/images/{image_id}/file", headers=headers)
     digest = hashlib.sha256()
     left = data_mib * MiB
     with urllib.request.urlopen(req, timeout=600) as resp:
@@ -184,6 +174,64 @@ def image_digest(peer, image_id, data_mib):
             digest.update(chunk)
             left -= len(chunk)
     return digest.hexdigest()
+
+
+def show_detail(url, headers):
+    req = urllib.request.Request(url + "/v2/info/stores/detail", headers=headers)
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        print(json.dumps(json.load(resp), indent=2))
+
+
+def start_noauth_mode(work, cluster, stoppers):
+    """Glance 33 trusting identity headers, our service beside it (auth_strategy = noauth)."""
+    section("2. upstream Glance 33 (rbd default store) and our stores-info service (noauth)")
+    peer = GlancePeer.start(os.path.join(work, "glance"), cluster.dir, default_roles="admin,service")
+    stoppers.insert(0, peer.stop)
+    os.makedirs(os.path.join(work, "info-api"))
+    info = InfoAPI(peer.config_file, workdir=os.path.join(work, "info-api"))
+    stoppers.insert(0, info.stop)
+    print(f"Glance 33: {peer.url}    glance-info-api: {info.url} (same glance-api.conf)")
+    print(f"$ curl -H 'X-Roles: service' {info.url}/v2/info/stores/detail")
+    show_detail(info.url, {"X-Roles": "service"})
+    print(f"$ glance --os-image-url {info.url} --os-auth-token any stores-info --detail")
+    proc = PeerClients().run_glance("stores-info", "--detail", url=info.url)
+    print(proc.stdout.rstrip() or proc.stderr.strip())
+    # Cinder reads the detail from our service, and talks to Glance for the rest
+    section_text = (f"[glance]\napi_servers = {peer.url}\nstores_info_url = {info.url}\n"
+                    "auth_strategy = noauth\n")
+    return {"cinder_glance_section": section_text, "image_url": peer.url,
+            "headers": lambda: peer.headers(roles=("admin",))}
+
+
+def start_keystone_mode(work, cluster, stoppers):
+    """Everything with real tokens: Keystone 30, Glance 33's keystone pipeline, our service's auth_token."""
+    from tests.keystone import KeystonePeer, PathRouter
+
+    section("2. Keystone 30, upstream Glance 33 and our stores-info service, with real tokens")
+    keystone = KeystonePeer.start(os.path.join(work, "keystone"))
+    stoppers.insert(0, keystone.stop)
+    peer = GlancePeer.start(os.path.join(work, "glance"), cluster.dir, keystone_dir=keystone.dir)
+    stoppers.insert(0, peer.stop)
+    os.makedirs(os.path.join(work, "info-api"))
+    info = InfoAPI(peer.config_file, auth_strategy="keystone", workdir=os.path.join(work, "info-api"),
+                   extra_conf={"keystone_authtoken": keystone.authtoken_conf()})
+    stoppers.insert(0, info.stop)
+    # the operator's load balancer: /v2/info/ to our service, the rest to Glance; one catalog entry
+    lb = PathRouter(peer.url, [("/v2/info/", info.url)])
+    stoppers.insert(0, lb.stop)
+    keystone.set_image_endpoint(lb.url)
+    print(f"Keystone: {keystone.auth_url}    image endpoint in the catalog: {lb.url}")
+    print(f"  (/v2/info/ -> glance-info-api {info.url}, the rest -> Glance 33 {peer.url})")
+    clients = PeerClients()
+    for user in ("admin", "member"):
+        password = keystone.users[user]["password"]
+        shown = " ".join("***" if a == password else a for a in keystone.cli_auth(user))
+        print(f"$ glance {shown} stores-info --detail")
+        proc = subprocess.run([clients.glance, *keystone.cli_auth(user), "stores-info", "--detail"],
+                              capture_output=True, text=True, timeout=300)
+        print(proc.stdout.rstrip() or proc.stderr.strip())
+    return {"cinder_glance_section": keystone.glance_section("cinder") + "request_timeout = 60\n",
+            "image_url": lb.url, "headers": lambda: {"X-Auth-Token": keystone.token("cinder")}}
 
 
 if __name__ == "__main__":
