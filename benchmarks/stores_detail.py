@@ -13,10 +13,11 @@ file, http. Prints, side by side:
      scope, run by the glance33 peer venv's python (.peers/glance33)
    - ours, whole WSGI pipeline (proxy headers, request id, version
      negotiation, noauth context, router): what a request really costs here
-2. Requests per second of the glance-info-api console script (cheroot) under
-   32 concurrent keep-alive clients for S seconds, role service, with the
-   count of errors (non-200 answers and socket errors): wrk when installed
-   (Debian package wrk), else a bounded Python load generator.
+2. Requests per second of the glance-info-api console script (cheroot) and of
+   upstream Glance 33 (the peer) on the same config, each under 32 concurrent
+   keep-alive clients for S seconds, role service, with the count of errors
+   (non-200 answers and socket errors): the same generator for both, wrk when
+   installed (Debian package wrk), else a bounded Python load generator.
 """
 
 import argparse
@@ -36,7 +37,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tests.devcluster import DevCluster  # noqa: E402
-from tests.info_api import InfoAPI, glance_conf_text  # noqa: E402
+from tests.info_api import InfoAPI  # noqa: E402
+from tests.peers import GlancePeer  # noqa: E402
 
 UPSTREAM_PYTHON = os.path.join(ROOT, ".peers", "glance33", "bin", "python")
 CLIENTS = 32
@@ -93,7 +95,11 @@ def time_ours(config_file, n):
     from glance.api import app as api_app
     from oslo_context import context as oslo_context
 
-    conf = config.load(["--config-file", config_file])
+    # identity headers trusted (as InfoAPI runs it): the in-process cost, not Keystone's
+    overrides = os.path.join(tempfile.mkdtemp(prefix="bench-ours-"), "noauth.conf")
+    with open(overrides, "w") as f:
+        f.write("[DEFAULT]\nauth_strategy = noauth\n")
+    conf = config.load(["--config-file", config_file, "--config-file", overrides])
     application = api_app.Application(conf)
     v2 = router.API(conf, application.enforcer, application.store_details)
 
@@ -198,21 +204,25 @@ def ms(seconds):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config-file", help="an operator's glance-api.conf (default: a dev cluster's)")
+    parser.add_argument("--config-file", help="an operator's glance-api.conf (default: the Glance 33 "
+                        "peer's, on a dev cluster, and that peer is loaded too)")
     parser.add_argument("--requests", type=int, default=2000, help="timed in-process requests per side")
     parser.add_argument("--duration", type=int, default=10, help="seconds of load")
     args = parser.parse_args()
 
-    cluster = None
+    cluster = peer = None
+    stop = []
     workdir = tempfile.mkdtemp(prefix="bench-stores-detail-")
     try:
         config_file = args.config_file
         if config_file is None:
-            print("starting a dev Ceph cluster ...", file=sys.stderr)
+            print("starting a dev Ceph cluster and upstream Glance 33 on it ...", file=sys.stderr)
             cluster = DevCluster.start(os.path.join(workdir, "ceph"))
-            config_file = os.path.join(workdir, "glance-api.conf")
-            with open(config_file, "w") as f:
-                f.write(glance_conf_text(workdir, cluster=cluster))
+            # upstream serves the same glance-api.conf as ours: both measured on one config
+            peer = GlancePeer.start(os.path.join(workdir, "glance"), cluster.dir,
+                                    default_roles="service")
+            stop.append(peer.stop)
+            config_file = peer.config_file
         import logging
         logging.disable(logging.WARNING)
 
@@ -242,17 +252,26 @@ def main():
         svc_dir = os.path.join(workdir, "svc")
         os.makedirs(svc_dir)
         service = InfoAPI(config_file, workdir=svc_dir)
-        try:
-            load = load_wrk(service.url, args.duration) if shutil.which("wrk") else \
-                load_python(service.url, args.duration)
-        finally:
-            service.stop()
-        print(f"glance-info-api (cheroot), {CLIENTS} concurrent keep-alive clients, {args.duration}s, "
-              f"role service, load by {load['tool']}:")
-        print(f"  {load['rps']:.0f} requests/s, {load['requests']} requests, {load['errors']} errors, "
-              f"latency {load['latency']}")
-        return 0 if load["errors"] == 0 else 1
+        stop.insert(0, service.stop)
+        targets = [("glance-info-api (cheroot)", service.url)]
+        if peer is not None:
+            targets.append(("upstream Glance 33 (gunicorn, as tools/peers/glance-peer runs it)", peer.url))
+        loads = {}
+        for name, url in targets:
+            loads[name] = load_wrk(url, args.duration) if shutil.which("wrk") else \
+                load_python(url, args.duration)
+        print(f"{CLIENTS} concurrent keep-alive clients, {args.duration}s each, role service, same "
+              f"config, same load generator ({next(iter(loads.values()))['tool']}):")
+        for name, load in loads.items():
+            print(f"  {name:66s} {load['rps']:8.0f} requests/s, {load['requests']} requests, "
+                  f"{load['errors']} errors, latency {load['latency']}")
+        if len(loads) == 2:
+            ours_rps, up_rps = (load["rps"] for load in loads.values())
+            print(f"  ours / upstream: {ours_rps / max(up_rps, 1e-9):.1f}x requests per second")
+        return 0 if all(load["errors"] == 0 for load in loads.values()) else 1
     finally:
+        for halt in stop:
+            halt()
         if cluster is not None:
             cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -7,7 +7,8 @@ upstream Glance 33 peer and, when present, the Cinder 29 peer venv; fills one vo
 size with incompressible data, then for each size runs every path --runs times,
 interleaved (run 1 of every path, then run 2, ...) so that machine drift hits all alike:
 
-  clone      our upload, end to end: stores detail, decision, clone, registration, active
+  clone      our upload, end to end: stores detail (from glance-info-api), decision, clone,
+             registration, active
   copy       our copy fallback into Glance (PUT /v2/images/{id}/file)
   upstream   real Cinder 29 RBDDriver.copy_volume_to_image (os-brick handle -> glanceclient)
   floor-clone  the bare librbd sequence: snapshot, clone, snapshot + protect
@@ -43,6 +44,7 @@ from cinder_ext.glance import Glance  # noqa: E402
 from cinder_ext.upload import upload_volume  # noqa: E402
 from tests.cinder_peer import cinder_conf as cinder29_conf  # noqa: E402
 from tests.devcluster import DevCluster  # noqa: E402
+from tests.info_api import InfoAPI  # noqa: E402
 from tests.peers import GlancePeer  # noqa: E402
 
 GiB = 1 << 30
@@ -69,6 +71,10 @@ class Bench:
                                      default_roles="admin,service",
                                      settings=("ceph.rbd_thin_provisioning=true",))
         self.stop.insert(0, self.peer.stop)
+        # the stores detail comes from glance-info-api, as behind an operator's load balancer
+        os.makedirs(os.path.join(work, "info-api"))
+        self.info = InfoAPI(self.peer.config_file, workdir=os.path.join(work, "info-api"))
+        self.stop.insert(0, self.info.stop)
         self.admin = rados.Rados(conffile=self.cluster.conf, conf={"keyring": self.cluster.admin_keyring})
         self.admin.connect(timeout=30)
         self.vio = self.admin.open_ioctx(self.cluster.cinder_pool)
@@ -98,6 +104,7 @@ enable_clone_optimization = {str(enable).lower()}
 clone_active_timeout = 120
 [glance]
 api_servers = {self.peer.url}
+stores_info_url = {self.info.url}
 auth_strategy = noauth
 """)
         return path
