@@ -7,6 +7,7 @@ selector rather than holding a thread. SIGTERM and SIGINT stop it cleanly.
 Any start-up problem is one line on stderr and exit status 1.
 """
 
+import os
 import signal
 import sys
 import threading
@@ -30,7 +31,8 @@ def make_server(conf, application):
     server = cheroot_wsgi.Server((conf.bind_host, conf.bind_port), application,
                                  numthreads=conf.server_threads,
                                  server_name=PROG,
-                                 timeout=conf.client_socket_timeout or None)
+                                 timeout=conf.client_socket_timeout or None,
+                                 reuse_port=conf.info_api_workers > 1)
     server.stats["Enabled"] = False
     server.keep_alive_conn_limit = conf.max_keepalive_connections
     return server
@@ -46,6 +48,15 @@ def main(argv=None):
     except Exception as exc:  # anything else at start-up: still one line; details at debug level
         LOG.debug("start-up failed", exc_info=True)
         return _fail(f"cannot start: {type(exc).__name__}: {exc}")
+    if conf.info_api_workers > 1:
+        if conf.bind_port == 0:
+            application.close()
+            return _fail("configuration error: [DEFAULT] info_api_workers > 1 needs a fixed bind_port")
+        return _serve_workers(conf, application)
+    return _serve(conf, application)
+
+
+def _serve(conf, application):
     server = make_server(conf, application)
     try:
         server.prepare()  # binds: a busy port fails here, before we say we serve
@@ -69,6 +80,51 @@ def main(argv=None):
         server.stop()
         application.close()
     return 0
+
+
+def _serve_workers(conf, application):
+    """Fork conf.info_api_workers processes, each a whole server on the same port (SO_REUSEPORT).
+
+    The parent only supervises: it stops every worker on SIGTERM/SIGINT, and all of
+    them when one dies, so that a half-serving set never hides behind a health check.
+    Each child restarts the fsid refresher (threads do not survive a fork).
+    """
+    children = []
+    for _ in range(conf.info_api_workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                code = _serve(conf, application)
+            finally:
+                os._exit(code)
+        children.append(pid)
+    LOG.info("%s: %d worker processes on %s:%s", PROG, len(children), conf.bind_host, conf.bind_port)
+
+    def stop_all(signum=signal.SIGTERM, frame=None):
+        for child in children:
+            try:
+                os.kill(child, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, stop_all)
+    signal.signal(signal.SIGINT, stop_all)
+    status = 0
+    while children:
+        try:
+            pid, code = os.wait()
+        except ChildProcessError:
+            break
+        if pid in children:
+            children.remove(pid)
+            if code != 0 and status == 0:
+                status = 1
+                stop_all()
+    application.close()
+    return status
 
 
 if __name__ == "__main__":

@@ -49,6 +49,12 @@ server_opts = [
                     "response closes its connection (cheroot's own default is 10)."),
     cfg.IntOpt("client_socket_timeout", default=900, min=0,
                help="Seconds an idle client connection is kept open; 0 waits forever."),
+    # not "workers": operators' glance-api.conf files carry that one for Glance itself
+    cfg.IntOpt("info_api_workers", default=1, min=1, max=64,
+               help="Processes of glance-info-api serving bind_host:bind_port together "
+                    "(SO_REUSEPORT; the kernel spreads connections). One process is bound "
+                    "to one core by Python's GIL: set this to the cores you give it. "
+                    "Needs a fixed bind_port when above 1."),
 ]
 
 # Upstream Glance 33 declares these two; the version document depends on them.
