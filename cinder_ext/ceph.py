@@ -11,6 +11,8 @@ import errno as errno_mod
 import json
 import logging
 import math
+import struct
+import threading
 import time
 
 import rados
@@ -128,10 +130,14 @@ class Cluster:
         return self._ioctx[pool]
 
     @contextlib.contextmanager
-    def image(self, pool, name, snapshot=None, read_only=False, op="open"):
+    def image(self, pool, name, snapshot=None, read_only=False, op="open", image_id=None):
+        """An open image, by name or (for one in the trash) by image_id."""
         ioctx = self.ioctx(pool)
-        with self._op(op, pool, name, snapshot):
-            img = rbd.Image(ioctx, name, snapshot=snapshot, read_only=read_only)
+        with self._op(op, pool, name or f"id:{image_id}", snapshot):
+            if image_id is not None:
+                img = rbd.Image(ioctx, image_id=image_id, snapshot=snapshot, read_only=read_only)
+            else:
+                img = rbd.Image(ioctx, name, snapshot=snapshot, read_only=read_only)
         try:
             yield img
         finally:
@@ -173,10 +179,10 @@ class Cluster:
         except exc.CephNotFound:
             return False
 
-    def info(self, pool, name):
+    def info(self, pool, name, image_id=None):
         """size, object size (order), stripe unit/count, features, parent spec, snaps."""
-        with self.image(pool, name, read_only=True, op="stat") as img:
-            with self._op("stat", pool, name):
+        with self.image(pool, name, read_only=True, op="stat", image_id=image_id) as img:
+            with self._op("stat", pool, name or f"id:{image_id}"):
                 st = img.stat()
                 parent = None
                 try:
@@ -195,11 +201,11 @@ class Cluster:
             with self._op("read", pool, name):
                 return img.read(0, min(length, img.size()))
 
-    def snaps(self, pool, name):
+    def snaps(self, pool, name, image_id=None):
         """Every snapshot, every namespace: [{'name', 'id', 'namespace', 'protected', 'original'}]."""
         out = []
-        with self.image(pool, name, read_only=True, op="list snapshots of") as img:
-            with self._op("list snapshots of", pool, name):
+        with self.image(pool, name, read_only=True, op="list snapshots of", image_id=image_id) as img:
+            with self._op("list snapshots of", pool, name or f"id:{image_id}"):
                 for s in img.list_snaps():
                     ns = s.get("namespace", rbd.RBD_SNAP_NAMESPACE_TYPE_USER)
                     entry = {"name": s["name"], "id": s["id"], "namespace": ns, "original": s["name"],
@@ -247,11 +253,24 @@ class Cluster:
         except exc.CephNotFound:
             pass
 
-    def clone(self, src_pool, src_name, src_snap, dst_pool, dst_name, order=None, features=None):
+    def clone(self, src_pool, src_name, src_snap, dst_pool, dst_name, order=None, features=None,
+              clone_format=None):
+        """clone_format 1 or 2 forces the format (the Python binding has no option for it:
+        librbd reads rbd_default_clone_format at clone time, so set it around the call)."""
         src = self.ioctx(src_pool)
         dst = self.ioctx(dst_pool)
         with self._op(f"clone {src_pool}/{src_name}@{src_snap} to", dst_pool, dst_name, write=True):
-            rbd.RBD().clone(src, src_name, src_snap, dst, dst_name, features=features, order=order)
+            if clone_format is None:
+                rbd.RBD().clone(src, src_name, src_snap, dst, dst_name, features=features, order=order)
+                return
+            with _CLONE_FORMAT_LOCK:
+                old = self.client.conf_get("rbd_default_clone_format") or "auto"
+                self.client.conf_set("rbd_default_clone_format", str(clone_format))
+                try:
+                    rbd.RBD().clone(src, src_name, src_snap, dst, dst_name, features=features,
+                                    order=order)
+                finally:
+                    self.client.conf_set("rbd_default_clone_format", old)
 
     def remove(self, pool, name):
         """Remove an image; missing is fine."""
@@ -261,11 +280,130 @@ class Cluster:
             except rbd.ImageNotFound:
                 pass
 
+    # -- dependents, trash, flatten: deletion and create-from-image ----------------------------
+    def children(self, pool, name=None, image_id=None):
+        """Direct clones of every snapshot of the image, in every namespace.
+
+        [{'pool', 'image', 'id', 'trash' (the child is in its pool's trash), 'snap_id',
+        'snap' (the snapshot's name, its original name for a trashed one), 'namespace'}]
+        """
+        out = []
+        where = name or f"id:{image_id}"
+        with self.image(pool, name, read_only=True, op="list children of", image_id=image_id) as img:
+            with self._op("list children of", pool, where):
+                for s in list(img.list_snaps()):
+                    ns = s.get("namespace", USER_NAMESPACE)
+                    original = s["name"]
+                    if ns == TRASH_NAMESPACE:
+                        original = img.snap_get_trash_namespace(s["id"])["original_name"]
+                    img.set_snap_by_id(s["id"])
+                    try:
+                        kids = list(img.list_children2())
+                    finally:
+                        img.set_snap(None)
+                    for c in kids:
+                        out.append({"pool": c["pool"], "image": c["image"], "id": c.get("id"),
+                                    "trash": bool(c.get("trash")), "snap_id": s["id"],
+                                    "snap": original, "namespace": ns})
+        return out
+
+    def snap_has_children(self, pool, snap_id, name=None, image_id=None):
+        with self.image(pool, name, read_only=True, op="list children of", image_id=image_id) as img:
+            with self._op("list children of", pool, name or f"id:{image_id}"):
+                img.set_snap_by_id(snap_id)
+                return any(True for _ in img.list_children2())
+
+    def remove_snap_by_id(self, pool, snap_id, name=None, image_id=None):
+        """Remove a snapshot of any namespace (unprotecting a user one); missing is fine."""
+        try:
+            with self.image(pool, name, op="remove snapshot", image_id=image_id) as img:
+                with self._op(f"remove snapshot id {snap_id} of", pool, name or f"id:{image_id}",
+                              write=True):
+                    snap = next((s for s in img.list_snaps() if s["id"] == snap_id), None)
+                    if snap is None:
+                        return
+                    if (snap.get("namespace", USER_NAMESPACE) == USER_NAMESPACE
+                            and img.is_protected_snap(snap["name"])):
+                        img.unprotect_snap(snap["name"])
+                    img.remove_snap_by_id(snap_id)
+        except exc.CephNotFound:
+            pass
+
+    def flatten(self, pool, name=None, image_id=None):
+        """Copy the parent's data into the image and detach it: O(size), inside Ceph."""
+        with self.image(pool, name, op="flatten", image_id=image_id) as img:
+            with self._op("flatten", pool, name or f"id:{image_id}", write=True):
+                img.flatten()
+
+    def resize(self, pool, name, size):
+        with self.image(pool, name, op="resize") as img:
+            with self._op("resize", pool, name, write=True):
+                img.resize(size)
+
+    def metadata_get(self, pool, key, name=None, image_id=None):
+        """The value of an image metadata key, None when unset."""
+        with self.image(pool, name, read_only=True, op="read metadata of", image_id=image_id) as img:
+            with self._op("read metadata of", pool, name or f"id:{image_id}"):
+                try:
+                    return img.metadata_get(key)
+                except KeyError:
+                    return None
+
+    def metadata_set(self, pool, name, key, value):
+        with self.image(pool, name, op="set metadata on") as img:
+            with self._op("set metadata on", pool, name, write=True):
+                img.metadata_set(key, value)
+
+    def metadata_remove(self, pool, name, key):
+        with self.image(pool, name, op="remove metadata of") as img:
+            with self._op("remove metadata of", pool, name, write=True):
+                try:
+                    img.metadata_remove(key)
+                except KeyError:
+                    pass
+
+    def list_images(self, pool):
+        with self._op("list images of", pool):
+            return list(rbd.RBD().list(self.ioctx(pool)))
+
+    def trash_move(self, pool, name, delay=0):
+        with self._op("move to trash", pool, name, write=True):
+            rbd.RBD().trash_move(self.ioctx(pool), name, delay)
+
+    def trash_list(self, pool):
+        """[{'id', 'name', 'source', 'deletion_time', 'deferment_end_time'}] (UTC datetimes)."""
+        with self._op("list trash of", pool):
+            return [dict(e) for e in rbd.RBD().trash_list(self.ioctx(pool))]
+
+    def trash_remove(self, pool, image_id, name=None):
+        """Remove a trash entry whose deferment has passed; missing is fine."""
+        with self._op("remove from trash", pool, name or f"id:{image_id}", write=True):
+            try:
+                rbd.RBD().trash_remove(self.ioctx(pool), image_id)
+            except rbd.ImageNotFound:
+                pass
+
+    def trash_restore(self, pool, image_id, name):
+        with self._op("restore from trash", pool, name, write=True):
+            rbd.RBD().trash_restore(self.ioctx(pool), image_id, name)
+
     def create(self, pool, name, size, order=None):
         """Create an image (tests, demo)."""
         with self._op("create", pool, name, write=True):
             rbd.RBD().create(self.ioctx(pool), name, size, order=order, old_format=False,
                              features=self.default_features())
+
+    def write_stream(self, pool, name, chunks):
+        """Write an iterable of bytes from offset 0, leaving all-zero pieces as holes
+        (a new image reads zeros there); returns the bytes consumed."""
+        offset = 0
+        with self.image(pool, name, op="write") as img:
+            with self._op("write", pool, name, write=True):
+                for data in chunks:
+                    if data.count(0) != len(data):
+                        img.write(data, offset)
+                    offset += len(data)
+        return offset
 
     def write(self, pool, name, offset, data):
         with self.image(pool, name, op="write") as img:
@@ -299,6 +437,80 @@ class Cluster:
                     data = zeros if length == read_size else bytes(length)
                 yield offset, data
                 offset = end
+
+    # -- advisory locks (cls_lock), e.g. one upload per image id at a time ---------------
+    # python-rados has lock/unlock but neither list_lockers nor break_lock: those two go
+    # through the cls "lock" class directly (get_info / break_lock), encoded as Ceph does.
+    def try_lock(self, pool, obj, name, cookie, desc="", duration=None):
+        """Take exclusive lock `name` on pool/obj (created if missing); False if another holds it."""
+        with self._op(f"lock {name} on", pool, obj, write=True):
+            try:
+                self.ioctx(pool).lock_exclusive(obj, name, cookie, desc=desc, duration=duration)
+                return True
+            except rados.ObjectBusy:
+                return False
+            except rados.ObjectExists:  # we hold it already, with this cookie
+                return True
+
+    def unlock(self, pool, obj, name, cookie):
+        """Release our lock; already gone (broken, expired) is fine."""
+        with self._op(f"unlock {name} on", pool, obj, write=True):
+            try:
+                self.ioctx(pool).unlock(obj, name, cookie)
+            except rados.ObjectNotFound:
+                pass
+
+    def lock_holders(self, pool, obj, name):
+        """[(entity_type, entity_num, cookie)] of the holders of lock `name` on pool/obj."""
+        with self._op(f"read lock {name} on", pool, obj):
+            try:
+                ret, out = self.ioctx(pool).execute(obj, "lock", "get_info",
+                                                    _cls_header(_cls_string(name)), length=65536)
+            except rados.ObjectNotFound:
+                return []
+        return _decode_lockers(out[:ret] if ret and ret > 0 else out)
+
+    def break_lock(self, pool, obj, name, holder):
+        """Remove another client's lock (holder as lock_holders() returns it)."""
+        etype, enum, cookie = holder
+        body = _cls_string(name) + struct.pack("<Bq", etype, enum) + _cls_string(cookie)
+        with self._op(f"break lock {name} on", pool, obj, write=True):
+            try:
+                self.ioctx(pool).execute(obj, "lock", "break_lock", _cls_header(body))
+            except rados.ObjectNotFound:
+                pass
+
+
+def _cls_string(text):
+    data = text.encode()
+    return struct.pack("<I", len(data)) + data
+
+
+def _cls_header(payload, version=1, compat=1):
+    """ENCODE_START/ENCODE_FINISH framing: version, compat, length."""
+    return struct.pack("<BBI", version, compat, len(payload)) + payload
+
+
+def _decode_lockers(buf):
+    """cls_lock_get_info_reply -> [(entity_type, entity_num, cookie)]; the rest is skipped."""
+    pos = 6  # reply header
+    (count,) = struct.unpack_from("<I", buf, pos)
+    pos += 4
+    out = []
+    for _ in range(count):
+        pos += 6  # locker_id_t header
+        etype, enum = struct.unpack_from("<Bq", buf, pos)
+        pos += 9
+        (n,) = struct.unpack_from("<I", buf, pos)
+        cookie = buf[pos + 4:pos + 4 + n].decode(errors="replace")
+        pos += 4 + n
+        (info_len,) = struct.unpack_from("<I", buf, pos + 2)  # locker_info_t: skip it whole
+        pos += 6 + info_len
+        out.append((etype, enum, cookie))
+    return out
+
+
+_CLONE_FORMAT_LOCK = threading.Lock()
 
 
 def order_for(size_bytes):

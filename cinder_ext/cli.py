@@ -3,6 +3,9 @@
     cinder-rbd-clone --config-file cinder.conf create-image NAME [--disk-format raw] ...
     cinder-rbd-clone --config-file cinder.conf upload VOLUME IMAGE_ID [--store ID]
     cinder-rbd-clone --config-file cinder.conf audit --glance-config glance-api.conf [--json]
+    cinder-rbd-clone --config-file cinder.conf create-volume IMAGE_ID VOLUME [--size GB]
+    cinder-rbd-clone --config-file cinder.conf delete-volume VOLUME [--mode deferred|flatten]
+    cinder-rbd-clone --config-file cinder.conf purge [--image-pool POOL]
 
 Prints one JSON document on stdout; errors are one line on stderr, exit status 1.
 """
@@ -61,12 +64,60 @@ def _parser():
 
     audit.add_subparser(sub)
 
+    cv = sub.add_parser("create-volume", help="create a volume from an image (clone when it can)")
+    cv.add_argument("image_id", metavar="IMAGE_ID")
+    cv.add_argument("volume", metavar="VOLUME", help="volume id (volume-<id>) or RBD image name")
+    cv.add_argument("--size", type=float, metavar="GB",
+                    help="size in GiB (default: the image's, rounded up)")
+
+    dv = sub.add_parser("delete-volume", help="delete a volume, even one images were cloned from")
+    dv.add_argument("volume", metavar="VOLUME")
+    dv.add_argument("--mode", choices=("deferred", "flatten"), default="deferred",
+                    help="deferred (default): to the RBD trash in constant time, purged once "
+                         "no clone needs it; flatten: flatten the clones first (O(size))")
+
+    pg = sub.add_parser("purge", help="remove trashed volumes and snapshots no clone needs")
+    pg.add_argument("--image-pool", action="append", default=None, metavar="POOL",
+                    help="Glance pool whose trash to purge too (default: the pools of "
+                         "Glance's rbd stores in this cluster, from the stores detail)")
+
     ci = sub.add_parser("create-image", help="create a queued image to upload into")
     ci.add_argument("name")
     ci.add_argument("--disk-format", default="raw")
     ci.add_argument("--container-format", default="bare")
     ci.add_argument("--property", action="append", default=[], metavar="KEY=VALUE")
     return p
+
+
+def _image_pools(conf, cluster):
+    """Pools of Glance's rbd stores in our cluster (best effort: [] when Glance will not say)."""
+    from cinder_ext.glance import Glance
+    try:
+        stores = Glance(conf).stores_detail().get("stores", [])
+    except exc.CinderExtError:
+        return []
+    fsid = cluster.fsid()
+    return sorted({s["properties"]["pool"] for s in stores
+                   if isinstance(s, dict) and s.get("type") == "rbd"
+                   and isinstance(s.get("properties"), dict) and s["properties"].get("pool")
+                   and s["properties"].get("fsid") in (None, fsid)})
+
+
+def _volume_command(args, conf, backend):
+    from cinder_ext import delete
+    from cinder_ext.upload import connect, volume_name
+    with connect(backend) as cluster:
+        if args.command == "create-volume":
+            from cinder_ext.create import create_volume_from_image
+            return create_volume_from_image(conf, backend, args.image_id, args.volume,
+                                            args.size, cluster=cluster)
+        if args.command == "delete-volume":
+            delay = backend.deferred_deletion_delay if backend.enable_deferred_deletion else 0
+            return delete.delete_volume(cluster, backend.rbd_pool, volume_name(args.volume),
+                                        args.mode, delay, backend.rbd_concurrent_flatten_operations)
+        pools = args.image_pool if args.image_pool is not None else _image_pools(conf, cluster)
+        return delete.purge(cluster, backend.rbd_pool, pools,
+                            include_unmarked=backend.enable_deferred_deletion)
 
 
 def main(argv=None):
@@ -85,6 +136,8 @@ def main(argv=None):
             image = Glance(conf).create_image(args.name, args.disk_format, args.container_format,
                                               **props)
             out = {"id": image["id"], "status": image["status"], "name": image.get("name")}
+        elif args.command in ("create-volume", "delete-volume", "purge"):
+            out = _volume_command(args, conf, backend)
         else:
             from cinder_ext.upload import upload_volume
             out = upload_volume(conf, backend, args.volume, args.image_id, store_id=args.store,

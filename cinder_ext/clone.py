@@ -16,10 +16,13 @@ Any failure undoes, in reverse, every step this attempt performed, then raises
 CloneFailed (the caller falls back to the copy). Every name derives from the image id,
 so a retry after a crash finds the leftovers of the earlier attempt: ``recover()``
 removes them when Glance does not reference them, and a registration that completed
-is reported as done.
+is reported as done. One upload per image id runs at a time (ImageLock): a second one
+would take the first's clone for such a leftover.
 """
 
 import logging
+import os
+import socket
 import time
 
 from glance_store_ext.contract import RBDLocation
@@ -49,6 +52,72 @@ def clone_order(volume_stripe_unit, store_chunk_size):
     return order_for(size)
 
 
+# -- one upload per image id at a time ---------------------------------------------------
+# Two uploads to the same image id would each "recover" (remove) the other's clone.
+# A cls_lock named after the image id, on the Glance pool's rbd_directory object (so
+# nothing new is created in the pool, and a lock is one xattr, gone when released),
+# serialises them. The cookie names the holder (host, pid, process start time): a
+# holder on this host that is dead (a crash) has its lock broken at once; one on another
+# host that died loses it when the lease runs out.
+LOCK_OBJECT = "rbd_directory"
+LOCK_LEASE = 3600
+
+
+class UploadInProgress(exc.CinderExtError):
+    """Another live upload holds the image id."""
+
+
+def _proc_start(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _holder_cookie():
+    pid = os.getpid()
+    return f"host={socket.gethostname()};pid={pid};start={_proc_start(pid)};nonce={os.urandom(4).hex()}"
+
+
+def _holder_dead(cookie):
+    fields = dict(kv.split("=", 1) for kv in cookie.split(";") if "=" in kv)
+    if fields.get("host") != socket.gethostname() or not fields.get("pid", "").isdigit():
+        return False  # another host's: only its lease can tell
+    return _proc_start(int(fields["pid"])) != fields.get("start")
+
+
+class ImageLock:
+    def __init__(self, ceph, pool, image_id, lease=LOCK_LEASE):
+        self.ceph, self.pool, self.image_id, self.lease = ceph, pool, image_id, lease
+        self.name = f"cinder-rbd-clone.upload.{image_id}"
+        self.cookie = _holder_cookie()
+
+    def __enter__(self):
+        for _ in range(3):  # a broken stale lock can be retaken by a racer: then it is theirs
+            if self.ceph.try_lock(self.pool, LOCK_OBJECT, self.name, self.cookie,
+                                  desc="upload volume to image", duration=self.lease):
+                return self
+            holders = self.ceph.lock_holders(self.pool, LOCK_OBJECT, self.name)
+            live = [h for h in holders if not _holder_dead(h[2])]
+            if live:
+                who = dict(kv.split("=", 1) for kv in live[0][2].split(";") if "=" in kv)
+                raise UploadInProgress(
+                    f"image {self.image_id}: another upload to it is in progress (pid "
+                    f"{who.get('pid', '?')} on {who.get('host', '?')}); not touching it")
+            for h in holders:
+                LOG.warning("image %s: breaking the upload lock of a dead process (%s)",
+                            self.image_id, h[2])
+                self.ceph.break_lock(self.pool, LOCK_OBJECT, self.name, h)
+        raise UploadInProgress(f"image {self.image_id}: could not take the upload lock")
+
+    def __exit__(self, *a):
+        try:
+            self.ceph.unlock(self.pool, LOCK_OBJECT, self.name, self.cookie)
+        except exc.CinderExtError as e:  # the lease ends it; the result stands
+            LOG.warning("image %s: releasing the upload lock failed: %s", self.image_id, e)
+
+
 class Timer:
     """Seconds per named step, in the order they ran."""
 
@@ -69,7 +138,9 @@ class Timer:
 
 class CloneUpload:
     def __init__(self, ceph, glance, volume_pool, volume_name, image_id, target,
-                 active_timeout=60, timer=None):
+                 active_timeout=60, timer=None, locked=False):
+        """locked: the caller holds the image id's ImageLock already; else run() takes it."""
+        self.locked = locked
         self.ceph, self.glance = ceph, glance
         self.vpool, self.volume, self.image_id = volume_pool, volume_name, image_id
         self.target = target
@@ -120,8 +191,21 @@ class CloneUpload:
 
     # -- the transaction ----------------------------------------------------------------
     def run(self):
+        if self.locked:
+            return self._run()
+        try:
+            lock = ImageLock(self.ceph, self.ipool, self.image_id).__enter__()
+        except exc.CephError as e:  # e.g. no write caps on the Glance pool: nothing done yet
+            raise exc.CloneFailed(str(e), reason=str(e), cleaned=True, cause=e) from None
+        try:
+            return self._run()
+        finally:
+            lock.__exit__()
+
+    def _run(self):
         undo = []
         registered = False
+        api = None
         try:
             with self.timer.step("recover"):
                 self.recover()
@@ -157,11 +241,16 @@ class CloneUpload:
                 api, tasks_before = self.glance.add_location(self.image_id, self.location.url)
                 faults.point("clone.location_requested")
             with self.timer.step("active"):
-                self.glance.wait_active(self.image_id, self.active_timeout, self.location.url,
-                                        tasks_before)
+                self._wait_active(tasks_before)
                 faults.point("clone.active")
             return self.result(api=api)
         except Exception as e:
+            # the request may have reached Glance although we saw an error (a timeout, a
+            # 5xx from a proxy in front of it): let its task finish, and keep a success
+            if registered and self._registered_after_all():
+                LOG.warning("image %s: Glance registered %s despite an error (%s)",
+                            self.image_id, self.location.url, e)
+                return self.result(api=api or "task")
             if registered and not self._safe_to_roll_back(e):
                 raise exc.CloneIncomplete(
                     f"clone of {self.vpool}/{self.volume} registered as {self.location.url} but "
@@ -174,6 +263,30 @@ class CloneUpload:
                 raise exc.CloneFailed(f"{reason}; rollback incomplete: {'; '.join(failures)}",
                                       reason=reason, cleaned=False, cause=e) from None
             raise exc.CloneFailed(reason, reason=reason, cleaned=True, cause=e) from None
+
+    def _wait_active(self, tasks_before):
+        """wait_active, retried over transient errors (no answer, 5xx) within the same bound."""
+        deadline = time.monotonic() + self.active_timeout
+        while True:
+            try:
+                return self.glance.wait_active(self.image_id, max(1, deadline - time.monotonic()),
+                                               self.location.url, tasks_before)
+            except exc.GlanceError as e:
+                transient = e.op != "wait for active" and (e.status is None or e.status >= 500)
+                if not transient or time.monotonic() >= deadline:
+                    raise
+                LOG.warning("image %s: %s; polling again", self.image_id, e)
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+    def _registered_after_all(self):
+        try:
+            self.glance.wait_location_tasks(self.image_id, self.active_timeout)
+            image = self.glance.get_image(self.image_id)
+        except exc.GlanceError:
+            return False
+        urls = {loc.get("url") for loc in image.get("locations") or []}
+        return image.get("status") == "active" and (
+            self.location.url in urls or image.get("direct_url") == self.location.url)
 
     def _safe_to_roll_back(self, error):
         """After a registration attempt: roll back only if Glance does not hold our location."""

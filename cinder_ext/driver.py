@@ -16,12 +16,13 @@ Everything else is upstream's ``cinder.volume.drivers.rbd.RBDDriver``, except:
 * ``delete_volume``: a volume that is the parent of clone-uploaded images moves to
   the RBD trash in constant time (upstream would flatten every such image: O(size)),
   the images keep working, and a periodic purge removes it once the images are gone.
+  The logic is cinder_ext.delete's (the CLI's too); a volume nothing depends on is
+  removed by upstream's own code.
 
 Only this module imports cinder: ``import cinder_ext`` works without Cinder.
 """
 
 import errno
-import re
 import time
 
 # upstream's driver first: it imports cinder.image.image_utils before cinder.image.glance,
@@ -45,6 +46,7 @@ from cinder.volume import configuration
 
 from cinder_ext import clone as clone_mod
 from cinder_ext import decision
+from cinder_ext import delete as delete_mod
 from cinder_ext import exceptions as exc
 from cinder_ext import glance as glance_mod
 from cinder_ext import opts as ext_opts
@@ -60,13 +62,9 @@ DRIVER_OPTS = [o for o in ext_opts.CLONE_OPTS
 CONF = cfg.CONF
 CONF.register_opts(DRIVER_OPTS, group=configuration.SHARED_CONF_GROUP)
 
-# RBD image metadata on a volume moved to the trash because clone-uploaded images
-# still depend on it: marks it for our purge (metadata survives the move).
-TRASH_MARK = "cinder-rbd-clone.parent-of-images"
+# the purge mark on volumes trashed for their images (cinder_ext.delete owns it)
+TRASH_MARK = delete_mod.TRASH_MARK
 POLL_INTERVAL = 0.1  # seconds between polls of an image Glance is activating
-# cinder_ext.clone's volume snapshot for an upload: image-<image id>
-_UPLOAD_SNAP = re.compile(re.escape(clone_mod.VOLUME_SNAP_PREFIX) +
-                          r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
 
 
 def _unwrap(obj):
@@ -251,108 +249,65 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
             cluster.close()
 
     # -- delete ---------------------------------------------------------------------
-    def _image_dependents(self, rbd_image):
-        """[(pool, image)] of clone-uploaded images that depend on this volume.
-
-        Their parent is a volume snapshot named cinder_ext.clone's ``image-<image id>``,
-        kept protected (clone v1) or in the trash namespace (clone v2).
-        """
-        uploads = {image_id for image_id, _snap in self._upload_snaps(rbd_image)}
-        if not uploads:
-            return []
-        return [(c["pool"], c["image"]) for c in rbd_image.list_children2()
-                if c["image"] in uploads]
-
-    def _upload_snaps(self, rbd_image):
-        """[(image id, snapshot)] of the volume's upload snapshots, any namespace."""
-        out = []
-        for snap in rbd_image.list_snaps():
-            original = snap["name"]
-            if snap.get("namespace", 0) == self.rbd.RBD_SNAP_NAMESPACE_TYPE_TRASH:
-                original = (snap.get("trash") or {}).get("original_name", "")
-            m = _UPLOAD_SNAP.match(original)
-            if m:
-                out.append((m.group(1), snap))
-        return out
-
-    def _remove_stale_upload_snaps(self, rbd_image):
-        # a clone v1 upload keeps its protected snapshot after Glance deleted the image
-        # (an interrupted upload may too): upstream would then trash the volume for good
-        for _image_id, snap in self._upload_snaps(rbd_image):
-            if snap.get("namespace", 0) != self.rbd.RBD_SNAP_NAMESPACE_TYPE_USER:
-                continue
-            rbd_image.set_snap(snap["name"])
-            try:
-                children = list(rbd_image.list_children2())
-            finally:
-                rbd_image.set_snap(None)
-            if not children:
-                if rbd_image.is_protected_snap(snap["name"]):
-                    rbd_image.unprotect_snap(snap["name"])
-                rbd_image.remove_snap(snap["name"])
-                LOG.debug("removed upload snapshot %s of an image that is gone", snap["name"])
+    def _ceph(self, fn, *args, **kwargs):
+        """fn(cluster, *args) on our Ceph adapter, connected as the backend's user; under
+        eventlet in a native thread, as upstream runs its librbd calls."""
+        def run():
+            name, conf, user, _secret = self._get_config_tuple()
+            with Cluster(conf, user, name, self.configuration.rados_connect_timeout,
+                         self.configuration.rados_connection_retries,
+                         self.configuration.rados_connection_interval) as cluster:
+                return fn(cluster, *args, **kwargs)
+        if utils.concurrency_mode_threading():
+            return run()
+        from eventlet import tpool
+        return tpool.execute(run)
 
     def delete_volume(self, volume):
         with upstream.RADOSClient(self) as client:
             try:
                 with upstream.RBDVolumeProxy(self, volume.name, ioctx=client.ioctx,
                                              client=client.cluster) as rbd_image:
-                    if self._find_clone_snap(rbd_image) is not None:
-                        dependents = []  # upstream keeps it as <name>.deleted: constant time
-                    else:
-                        dependents = self._image_dependents(rbd_image)
-                    if dependents:
+                    clone_snap = self._find_clone_snap(rbd_image)
+                    if clone_snap is None:
                         self._delete_backup_snaps(rbd_image)
-                        rbd_image.metadata_set(
-                            TRASH_MARK, ",".join(f"{p}/{i}" for p, i in dependents))
-                    else:
-                        self._remove_stale_upload_snaps(rbd_image)
             except self.rbd.ImageNotFound:
-                dependents = []
-            if not dependents:
+                clone_snap = None
+            if clone_snap is not None:
+                # upstream keeps it as <name>.deleted for its own clones: constant time
                 self._delete_volume(volume, client)
                 return
+            leaf = []
             delay = (self.configuration.deferred_deletion_delay
                      if self.configuration.enable_deferred_deletion else 0)
-            self._move_volume_to_trash(client.ioctx, volume.name, delay)
-            LOG.info("Volume %(vol)s moved to the RBD trash instead of flattening the "
-                     "images cloned from it (%(deps)s); it is purged once they are deleted",
-                     {"vol": volume.name, "deps": ", ".join(f"{p}/{i}" for p, i in dependents)})
+            try:
+                out = self._ceph(delete_mod.delete_volume, self.configuration.rbd_pool,
+                                 volume.name, delete_mod.DEFERRED, delay,
+                                 self.configuration.rbd_concurrent_flatten_operations,
+                                 leaf_remove=lambda: leaf.append(True))
+            except exc.VolumeBusy as e:
+                raise exception.VolumeIsBusy(str(e), volume_name=volume.name) from None
+            except exc.CephError as e:
+                raise exception.VolumeBackendAPIException(data=str(e)) from None
+            if leaf:  # nothing depends on it: upstream's removal, in this thread
+                self._delete_volume(volume, client)
+            elif out["action"] == "trashed":
+                LOG.info("Volume %(vol)s moved to the RBD trash instead of flattening the "
+                         "images cloned from it (%(deps)s); it is purged once they are "
+                         "deleted", {"vol": volume.name, "deps": ", ".join(out["dependents"])})
 
     def purge_trashed_parents(self, client=None):
-        """Remove our trashed volumes whose clone-uploaded images are gone.
+        """Remove our trashed volumes that nothing depends on any more (cinder_ext.delete).
 
-        Returns the trash ids of our entries (removed or still needed).
+        Returns the trash ids of our entries that stay (images still depend on them).
         """
-        if client is None:
-            with upstream.RADOSClient(self) as own:
-                return self.purge_trashed_parents(own)
-        ours = set()
-        for entry in self.RBDProxy().trash_list(client.ioctx):
-            tid = entry["id"]
-            try:
-                image = self.rbd.Image(client.ioctx, image_id=tid)
-            except self.rbd.ImageNotFound:
-                continue
-            try:
-                try:
-                    image.metadata_get(TRASH_MARK)
-                except KeyError:
-                    continue  # not ours: upstream's purge decides
-                ours.add(tid)
-                self._remove_stale_upload_snaps(image)
-            finally:
-                image.close()
-            try:
-                self.RBDProxy().trash_remove(client.ioctx, tid)
-                LOG.info("Purged %s from the trash: no image depends on it any more",
-                         entry["name"])
-            except (self.rbd.ImageHasSnapshots, self.rbd.ImageBusy):
-                LOG.debug("%s stays in the trash: clone-uploaded images still depend on it",
-                          entry["name"])
-            except self.rbd.PermissionError:
-                LOG.debug("%s: deferment of its deletion has not expired yet", entry["name"])
-        return ours
+        out = self._ceph(delete_mod.purge, self.configuration.rbd_pool, (),
+                         scan_volumes=False)
+        for what in out["removed"]:
+            LOG.info("Purged %s from the trash: no image depends on it any more", what)
+        for kept in out["kept"]:
+            LOG.debug("%s stays in the trash: %s", kept["image"], kept["reason"])
+        return {kept["trash_id"] for kept in out["kept"]}
 
     def _trash_purge(self):
         # upstream's periodic purge, but our entries are handled quietly: a volume that

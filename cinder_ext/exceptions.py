@@ -79,3 +79,15 @@ class CloneIncomplete(CinderExtError):
 
 class FaultInjected(CinderExtError):
     """Raised at a fault point selected for a test (see cinder_ext.faults)."""
+
+
+class VolumeBusy(CinderExtError):
+    """The volume cannot be deleted now (Cinder snapshots, a clone made meanwhile); nothing changed."""
+
+
+class CreateFailed(CinderExtError):
+    """Creating a volume from an image failed; ``cleaned`` says whether the attempt was undone."""
+
+    def __init__(self, message, cleaned=True):
+        super().__init__(message)
+        self.cleaned = cleaned

@@ -28,6 +28,28 @@ UPLOAD_CLONE_POINTS = (
     "clone.active",
 )
 
+DELETE_POINTS = (
+    "delete.inspected",          # dependents listed, nothing changed yet
+    "delete.stale_snaps_removed",  # snapshots no clone needs any more are gone
+    "delete.marked",             # deferred: the volume carries the purge mark
+    "delete.trashed",            # deferred: the volume is in the trash
+    "delete.flattened",          # flatten: one dependent no longer needs the volume
+    "delete.removed",
+)
+
+CREATE_POINTS = (
+    "create.cloned",
+    "create.resized",
+    "create.flattened",
+    "create.copy_created",
+    "create.copy_written",
+)
+
+PURGE_POINTS = (
+    "purge.snap_removed",        # a trashed snapshot without clones is gone
+    "purge.removed",             # a trash entry is gone
+)
+
 
 def point(name):
     selected = os.environ.get(ENV_POINT)

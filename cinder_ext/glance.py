@@ -135,6 +135,22 @@ class Glance:
     def get_image(self, image_id):
         return self.request("GET", f"/v2/images/{image_id}", f"get image {image_id}").json()
 
+    def image_locations(self, image_id):
+        """[url] of the image's locations: GET .../locations (Glance 2024.2+, service role),
+        else what the image shows (direct_url, locations). [] when Glance tells none."""
+        image = self.get_image(image_id)
+        urls = [loc.get("url") for loc in image.get("locations") or [] if loc.get("url")]
+        if image.get("direct_url") and image["direct_url"] not in urls:
+            urls.append(image["direct_url"])
+        if urls:
+            return urls
+        try:
+            body = self.request("GET", f"/v2/images/{image_id}/locations",
+                                f"get locations of image {image_id}").json()
+        except (exc.GlanceForbidden, exc.GlanceNotFound):
+            return []
+        return [loc.get("url") for loc in body or [] if isinstance(loc, dict) and loc.get("url")]
+
     def delete_image(self, image_id):
         self.request("DELETE", f"/v2/images/{image_id}", f"delete image {image_id}", ok=(204,))
 

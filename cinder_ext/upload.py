@@ -75,43 +75,65 @@ def upload_volume(conf, backend, volume, image_id, store_id=None, encrypted=None
                                  store_id, stores_error)
         result = {"volume": f"{pool}/{name}", "image_id": image_id, "size": vinfo["size"]}
 
-        # a retry after a crash that happened once the location was requested: let
-        # Glance's task of the earlier attempt finish before judging the image
+        lock = None
         if isinstance(choice, decision.Clone):
-            with timer.step("fetch"):
-                glance.wait_location_tasks(image_id, backend.clone_active_timeout)
-                image = glance.get_image(image_id)
-            choice = decision.decide(backend.enable_clone_optimization, stores, vol, image, fsid,
-                                     store_id, stores_error)
-        if isinstance(choice, decision.Copy) and choice.reason == decision.IMAGE_NOT_QUEUED:
-            again = decision.decide(True, stores, vol, dict(image, status="queued"), fsid,
-                                    store_id, stores_error)
-            if isinstance(again, decision.Clone):
-                url = clone_mod.image_location(again, image_id).url
-                if image.get("status") == "importing" or (image.get("status") == "active"
-                                                           and url in _locations(image)):
-                    with timer.step("active"):
-                        glance.wait_active(image_id, backend.clone_active_timeout, url)
-                    LOG.info("upload of %s/%s to image %s: finished by an earlier attempt",
-                             pool, name, image_id)
-                    return _done(result, "clone", None, "", url, vinfo["size"], timer, started,
-                                 resumed=True)
-
-        if isinstance(choice, decision.Clone):
-            tx = clone_mod.CloneUpload(cluster, glance, pool, name, image_id, choice,
-                                       backend.clone_active_timeout, timer)
+            # one upload per image id: a second one would remove this one's clone as
+            # the leftover of an earlier attempt (clone.ImageLock)
+            lock = clone_mod.ImageLock(cluster, choice.pool, image_id)
             try:
-                out = tx.run()
-                LOG.info("upload of %s/%s to image %s: cloned as %s", pool, name, image_id,
-                         out["location"])
-                return _done(result, "clone", None, "", out["location"], vinfo["size"], timer,
-                             started, recovered=out["recovered"], location_api=out["location_api"])
-            except exc.CloneFailed as e:
-                choice = decision.Copy(decision.CLONE_FAILED, e.reason if e.cleaned else str(e))
-                LOG.warning("upload of %s/%s to image %s: clone failed and was rolled back%s: %s",
-                            pool, name, image_id, "" if e.cleaned else " (incompletely)", e.reason)
-                if not e.cleaned:
-                    result["leftovers"] = True
+                lock.__enter__()  # UploadInProgress (a live holder) goes to the caller
+            except exc.CephError as e:  # e.g. no write caps on the Glance pool
+                lock = None
+                choice = decision.Copy(decision.CLONE_FAILED, str(e))
+        try:
+            # a retry after a crash that happened once the location was requested: let
+            # Glance's task of the earlier attempt finish before judging the image
+            if isinstance(choice, decision.Clone):
+                with timer.step("fetch"):
+                    glance.wait_location_tasks(image_id, backend.clone_active_timeout)
+                    image = glance.get_image(image_id)
+                choice = decision.decide(backend.enable_clone_optimization, stores, vol, image, fsid,
+                                         store_id, stores_error)
+            if isinstance(choice, decision.Copy) and choice.reason == decision.IMAGE_NOT_QUEUED:
+                again = decision.decide(True, stores, vol, dict(image, status="queued"), fsid,
+                                        store_id, stores_error)
+                if isinstance(again, decision.Clone):
+                    url = clone_mod.image_location(again, image_id).url
+                    if image.get("status") == "importing" or (image.get("status") == "active"
+                                                               and url in _locations(image)):
+                        # finished by an earlier attempt, of this volume: not another's
+                        parent = cluster.info(again.pool, image_id)["parent"]
+                        if not parent or (parent["pool"], parent["image"]) != (pool, name):
+                            raise exc.CinderExtError(
+                                f"image {image_id} is already {image.get('status')} and holds "
+                                + (f"a clone of {parent['pool']}/{parent['image']}" if parent
+                                   else "another image")
+                                + f", not of {pool}/{name}; not uploading over it")
+                        with timer.step("active"):
+                            glance.wait_active(image_id, backend.clone_active_timeout, url)
+                        LOG.info("upload of %s/%s to image %s: finished by an earlier attempt",
+                                 pool, name, image_id)
+                        return _done(result, "clone", None, "", url, vinfo["size"], timer, started,
+                                     resumed=True)
+
+            if isinstance(choice, decision.Clone):
+                tx = clone_mod.CloneUpload(cluster, glance, pool, name, image_id, choice,
+                                           backend.clone_active_timeout, timer, locked=True)
+                try:
+                    out = tx.run()
+                    LOG.info("upload of %s/%s to image %s: cloned as %s", pool, name, image_id,
+                             out["location"])
+                    return _done(result, "clone", None, "", out["location"], vinfo["size"], timer,
+                                 started, recovered=out["recovered"], location_api=out["location_api"])
+                except exc.CloneFailed as e:
+                    choice = decision.Copy(decision.CLONE_FAILED, e.reason if e.cleaned else str(e))
+                    LOG.warning("upload of %s/%s to image %s: clone failed and was rolled back%s: %s",
+                                pool, name, image_id, "" if e.cleaned else " (incompletely)", e.reason)
+                    if not e.cleaned:
+                        result["leftovers"] = True
+        finally:
+            if lock is not None:
+                lock.__exit__()
 
         LOG.info("upload of %s/%s to image %s: copying, %s", pool, name, image_id, choice)
         with timer.step("copy"):

@@ -15,7 +15,8 @@ cinder_glance_without_service_role (session; needs glance_peers)
     answers 403 to the rbd location (a real refusal, not a mock).
 run_cinder (function)
     ``run_cinder(glance_url, enable_clone_optimization, size_gb=1, mode="upload",
-    extra_conf="", delete_order="volume-first")`` writes a real cinder.conf for the dev cluster (None: the option
+    extra_conf="", delete_order="volume-first", delete_with="driver", purge_timeout=60)``
+    (delete_with="upstream": upstream RBDDriver.delete_volume instead of ours) writes a real cinder.conf for the dev cluster (None: the option
     is left out of the backend section; extra_conf is appended to that section),
     runs tests/cinder_peer_run.py in the cinder29 venv and returns ``CinderRun``
     (``.result`` dict, ``.log`` text, ``.conf`` text).
@@ -105,7 +106,7 @@ def run_cinder(cinder29, ceph_cluster, tmp_path):
     counter = iter(range(100))
 
     def run(glance_url, enable_clone_optimization, size_gb=1, mode="upload", extra_conf="",
-            delete_order="volume-first"):
+            delete_order="volume-first", delete_with="driver", purge_timeout=60):
         state = tmp_path / f"cinder-{next(counter)}"
         (state / "locks").mkdir(parents=True)
         conf_text = cinder_conf(ceph_cluster, glance_url, str(state), enable_clone_optimization)
@@ -116,7 +117,8 @@ def run_cinder(cinder29, ceph_cluster, tmp_path):
                 "project_id": "peer-admin", "size_gb": size_gb,
                 "cinder_pool": ceph_cluster.cinder_pool, "glance_pool": ceph_cluster.glance_pool,
                 "traceback_file": str(state / "traceback.txt"), "mode": mode,
-                "delete_order": delete_order}
+                "delete_order": delete_order, "delete_with": delete_with,
+                "purge_timeout": purge_timeout}
         (state / "spec.json").write_text(json.dumps(spec))
         env = dict(os.environ, PYTHONWARNINGS="ignore")
         try:

@@ -146,7 +146,10 @@ def main(spec_path, cleanup):
 
     out["volumes_before_delete"] = pool_state(driver, spec["cinder_pool"], ours)
     t0 = time.monotonic()
-    driver.delete_volume(volume)
+    if spec.get("delete_with") == "upstream":  # upstream RBDDriver's own delete_volume
+        upstream_rbd.RBDDriver.delete_volume(driver, volume)
+    else:
+        driver.delete_volume(volume)
     out["delete_seconds"] = time.monotonic() - t0
     out["volumes_after_delete"] = pool_state(driver, spec["cinder_pool"], ours)
     # not flattened: a clone keeps its parent (now in the trash)

@@ -7,7 +7,7 @@ import pytest
 
 from tests.devcluster import DevCluster
 
-pytest_plugins = ["tests.peers", "tests.info_api", "tests.keystone"]
+pytest_plugins = ["tests.peers", "tests.info_api", "tests.keystone", "tests.reliability_summary"]
 
 
 def pytest_collection_modifyitems(config, items):

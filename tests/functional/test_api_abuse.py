@@ -117,7 +117,7 @@ def run_load(port, total, connections, fsid, deadline, roles="service", keep_bod
     return result
 
 
-def test_20000_requests_at_64_keep_alive_connections(service, ceph_cluster):
+def test_20000_requests_at_64_keep_alive_connections(service, ceph_cluster, reliability):
     t0 = time.monotonic()
     result = run_load(service.port, LOAD_REQUESTS, LOAD_CONNECTIONS, ceph_cluster.fsid,
                       deadline=t0 + LOAD_TIME_LIMIT)
@@ -125,6 +125,7 @@ def test_20000_requests_at_64_keep_alive_connections(service, ceph_cluster):
     print(f"\nload: requests sent {result.sent} / errors {result.error_count} "
           f"({LOAD_CONNECTIONS} keep-alive connections, {elapsed:.1f} s, "
           f"{result.sent / elapsed:.0f} req/s, slowest {result.slowest * 1000:.0f} ms)")
+    reliability.requests(result.sent, result.error_count)
     assert result.error_count == 0, result.errors
     assert result.sent == LOAD_REQUESTS
     assert "Traceback" not in service.log()
@@ -237,7 +238,7 @@ def _raw_request(case):
     return b"\r\n".join(lines) + b"\r\n\r\n" + case["body"]
 
 
-def test_fuzz_both_endpoints_no_5xx_no_traceback(service, ceph_cluster):
+def test_fuzz_both_endpoints_no_5xx_no_traceback(service, ceph_cluster, reliability):
     stats = {"cases": 0, "5xx": 0, "501_by_design": 0, "no_answer": 0, "statuses": {}}
     failures = []
 
@@ -269,6 +270,7 @@ def test_fuzz_both_endpoints_no_5xx_no_traceback(service, ceph_cluster):
                 failures.append((status, raw[:300], body[:300]))
 
     one()
+    reliability.fuzz(stats["cases"], stats["5xx"])
     print(f"\nfuzz: cases {stats['cases']} / 5xx {stats['5xx']} "
           f"(501 for an unimplemented method or transfer coding: {stats['501_by_design']}, "
           f"dropped unparsable: {stats['no_answer']}, statuses {dict(sorted(stats['statuses'].items()))})")
@@ -326,7 +328,7 @@ def _kill(pid_file):
 
 
 def test_cluster_going_away_under_load_keeps_answering_with_the_cached_fsid(
-        info_api_factory, tmp_path, monkeypatch):
+        info_api_factory, tmp_path, monkeypatch, reliability):
     cluster = DevCluster.start(str(tmp_path / "doomed"))
     try:
         conf = tmp_path / "glance-api.conf"
@@ -375,6 +377,9 @@ def test_cluster_going_away_under_load_keeps_answering_with_the_cached_fsid(
         errors = sum(r.error_count for r in during)
         slowest = max(r.slowest for r in during)
         print(f"\nceph outage: requests sent {sent} / errors {errors}, slowest {slowest * 1000:.0f} ms")
+        reliability.requests(sent, errors)
+        reliability.fault("stores-info: monitor and OSD killed under load", errors == 0,
+                          outcome=f"{errors} errors in {sent} requests")
         assert errors == 0, [e for r in during for e in r.errors][:5]
         assert sent >= 1000
         # the outage was real: the refresher saw it, and said so once, without secrets
