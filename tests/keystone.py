@@ -52,6 +52,7 @@ import os
 import re
 import socketserver
 import subprocess
+import sys
 import threading
 import urllib.parse
 
@@ -185,6 +186,12 @@ class KeystonePeer:
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def handle_error(self, request, client_address):
+        # a client that stops reading a download early is normal traffic, not an error
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
 
 
 HOP = ("host", "transfer-encoding", "content-length", "connection", "keep-alive")
