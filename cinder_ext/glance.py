@@ -98,8 +98,12 @@ class Glance:
                                             connect_retries=0, timeout=timeout or self.timeout,
                                             logger=LOG, **kwargs)
             except ks_exc.ConnectTimeout as e:
+                # keystoneauth reports read timeouts as ConnectTimeout too: the request may have
+                # been acted upon, so only a request that is safe to repeat tries another server
                 last = exc.GlanceTimeout(f"{op}: Glance at {endpoint} did not answer in time ({e})", op=op)
-                continue
+                if method.upper() in ("GET", "HEAD"):
+                    continue
+                raise last from None
             except ks_exc.RequestTimeout:
                 # the request may have been acted upon: do not try another server
                 raise exc.GlanceTimeout(f"{op}: Glance at {endpoint} did not answer within "
