@@ -31,6 +31,7 @@ import uuid
 PACKAGES = ("ceph-mon", "ceph-osd", "ceph-common", "python3-rados", "python3-rbd")
 STATE_FILE = "cluster.json"
 READY_TIMEOUT = 60
+MGR_GRACE = 10 * 365 * 24 * 3600  # seconds: "never"
 
 
 class ClusterError(Exception):
@@ -228,6 +229,8 @@ keyring = {self.admin_keyring}
 
 [mon]
 mon data = {self.dir}/mon/$cluster-$id
+# no mgr on purpose (RBD needs none): never raise MGR_DOWN for it
+mon mgr mkfs grace = {MGR_GRACE}
 mon data avail warn = 1
 mon data avail crit = 0
 
