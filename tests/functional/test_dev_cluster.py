@@ -1,5 +1,6 @@
 """The dev cluster is real: cephx caps enforce least privilege, stop leaves nothing running."""
 
+import json
 import os
 import socket
 import subprocess
@@ -79,6 +80,9 @@ def test_clone_v2_is_enabled(ceph_cluster):
 
 def test_health_ok(ceph_cluster):
     assert ceph_cluster.admin("ceph", "health").strip() == "HEALTH_OK"
+    # and it stays OK: without this, MGR_DOWN is raised 120 s after creation (there is no mgr)
+    grace = json.loads(ceph_cluster.admin("ceph", "tell", "mon.a", "config", "get", "mon_mgr_mkfs_grace"))
+    assert int(grace["mon_mgr_mkfs_grace"]) > 10 * 24 * 3600
 
 
 def port_is_listening(port):
