@@ -441,11 +441,19 @@ class Cluster:
     # -- advisory locks (cls_lock), e.g. one upload per image id at a time ---------------
     # python-rados has lock/unlock but neither list_lockers nor break_lock: those two go
     # through the cls "lock" class directly (get_info / break_lock), encoded as Ceph does.
-    def try_lock(self, pool, obj, name, cookie, desc="", duration=None):
-        """Take exclusive lock `name` on pool/obj (created if missing); False if another holds it."""
+    def try_lock(self, pool, obj, name, cookie, desc="", duration=None, shared=False):
+        """Take lock `name` on pool/obj (created if missing); False if another holds it.
+
+        shared: several shared holders may hold it at once, never with an exclusive one.
+        """
         with self._op(f"lock {name} on", pool, obj, write=True):
             try:
-                self.ioctx(pool).lock_exclusive(obj, name, cookie, desc=desc, duration=duration)
+                if shared:
+                    self.ioctx(pool).lock_shared(obj, name, cookie, "shared", desc=desc,
+                                                 duration=duration)
+                else:
+                    self.ioctx(pool).lock_exclusive(obj, name, cookie, desc=desc,
+                                                    duration=duration)
                 return True
             except rados.ObjectBusy:
                 return False

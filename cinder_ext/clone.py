@@ -118,6 +118,85 @@ class ImageLock:
             LOG.warning("image %s: releasing the upload lock failed: %s", self.image_id, e)
 
 
+# -- an upload and a delete of the same volume ---------------------------------------------
+# An upload holds a shared lock on the volume while it snapshots and clones it (and while
+# a copy reads it); a delete holds it exclusively from inspecting the volume to trashing
+# or removing it. So a delete never takes an upload's snapshot for a stale one nor removes
+# a volume being read, and an upload never starts on a volume a delete has taken. Once
+# the clone exists the upload lets go: a delete then finds a dependent and trashes the
+# volume in constant time. Same object and dead-holder handling as ImageLock.
+VOLUME_LOCK_WAIT = 10.0  # seconds: the snapshot + clone window is far shorter
+
+
+class VolumeLocked(exc.CinderExtError):
+    """An upload (shared) or a delete (exclusive) of the volume did not let go in time."""
+
+
+def _who(cookie):
+    fields = dict(kv.split("=", 1) for kv in cookie.split(";") if "=" in kv)
+    return (f"{fields.get('op', 'an operation')} (pid {fields.get('pid', '?')} on "
+            f"{fields.get('host', '?')})")
+
+
+class VolumeLock:
+    def __init__(self, ceph, pool, volume, shared, wait=VOLUME_LOCK_WAIT, lease=LOCK_LEASE):
+        self.ceph, self.pool, self.volume = ceph, pool, volume
+        self.shared, self.wait, self.lease = shared, wait, lease
+        self.name = f"cinder-rbd-clone.volume.{volume}"
+        self.cookie = _holder_cookie() + (";op=upload" if shared else ";op=delete")
+        self.held = False
+
+    def __enter__(self):
+        if self.held:  # volume_lock_for_upload() took it; `with` enters it again
+            return self
+        deadline = time.monotonic() + self.wait
+        while True:
+            if self.ceph.try_lock(self.pool, LOCK_OBJECT, self.name, self.cookie,
+                                  desc="upload" if self.shared else "delete",
+                                  duration=self.lease, shared=self.shared):
+                self.held = True
+                return self
+            holders = self.ceph.lock_holders(self.pool, LOCK_OBJECT, self.name)
+            live = [h for h in holders if not _holder_dead(h[2])]
+            for h in holders:
+                if h not in live:
+                    LOG.warning("volume %s/%s: breaking the lock of a dead process (%s)",
+                                self.pool, self.volume, h[2])
+                    self.ceph.break_lock(self.pool, LOCK_OBJECT, self.name, h)
+            if live and time.monotonic() >= deadline:
+                raise VolumeLocked(f"volume {self.pool}/{self.volume}: {_who(live[0][2])} of it "
+                                   f"is in progress")
+            if live:
+                time.sleep(0.1)
+
+    def __exit__(self, *a):
+        if not self.held:
+            return
+        self.held = False
+        try:
+            self.ceph.unlock(self.pool, LOCK_OBJECT, self.name, self.cookie)
+        except exc.CinderExtError as e:  # the lease ends it; the result stands
+            LOG.warning("volume %s/%s: releasing the lock failed: %s", self.pool, self.volume, e)
+
+
+def volume_lock_for_upload(ceph, pool, volume):
+    """Take the shared lock, then make sure the volume is still there (a delete may have won)."""
+    lock = VolumeLock(ceph, pool, volume, shared=True)
+    try:
+        lock.__enter__()
+    except VolumeLocked as e:
+        raise VolumeLocked(f"{e}; nothing was uploaded") from None
+    try:
+        ceph.info(pool, volume)
+    except exc.CephNotFound:
+        lock.__exit__()
+        raise VolumeLocked(f"volume {pool}/{volume} was deleted; nothing was uploaded") from None
+    except BaseException:
+        lock.__exit__()
+        raise
+    return lock
+
+
 class Timer:
     """Seconds per named step, in the order they ran."""
 
@@ -203,6 +282,18 @@ class CloneUpload:
             lock.__exit__()
 
     def _run(self):
+        try:
+            vlock = volume_lock_for_upload(self.ceph, self.vpool, self.volume)
+        except VolumeLocked:
+            raise  # nothing done yet, and a copy would not fare better
+        except exc.CephError as e:
+            raise exc.CloneFailed(str(e), reason=str(e), cleaned=True, cause=e) from None
+        try:
+            return self._run_locked(vlock)
+        finally:
+            vlock.__exit__()
+
+    def _run_locked(self, vlock):
         undo = []
         registered = False
         api = None
@@ -231,6 +322,8 @@ class CloneUpload:
                 with self.timer.step("volume_snapshot_remove"):
                     self.ceph.remove_snap(self.vpool, self.volume, self.vsnap, unprotect=False)
                     faults.point("clone.volume_snapshot_removed")
+            # the clone depends on the volume now: a delete will see it and trash the volume
+            vlock.__exit__()
             with self.timer.step("image_snapshot"):
                 self.ceph.create_snap(self.ipool, self.image_id, IMAGE_SNAP)
                 faults.point("clone.image_snapshot_created")

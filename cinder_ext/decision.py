@@ -20,12 +20,13 @@ DISK_FORMAT = "disk-format-not-raw"
 CONTAINER_FORMAT = "container-format-not-bare"
 VOLUME_ENCRYPTED = "volume-encrypted"
 IMAGE_NOT_QUEUED = "image-not-queued"
+CLONE_CHAIN_TOO_DEEP = "clone-chain-too-deep"      # the image would pass rbd_max_clone_depth
 # set by upload.py, not by decide(): the clone was tried, rolled back, and the copy ran
 CLONE_FAILED = "clone-failed"
 
 REASONS = (OPTION_DISABLED, STORES_UNAVAILABLE, STORES_INVALID, STORE_NOT_FOUND, STORE_NOT_RBD,
            STORE_FSID_UNKNOWN, OTHER_CLUSTER, DISK_FORMAT, CONTAINER_FORMAT, VOLUME_ENCRYPTED,
-           IMAGE_NOT_QUEUED, CLONE_FAILED)
+           IMAGE_NOT_QUEUED, CLONE_CHAIN_TOO_DEEP, CLONE_FAILED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +64,7 @@ def pick_store(stores, requested=None):
 
 
 def decide(enabled, stores_detail, volume, image, local_fsid, requested_store=None,
-           stores_error=None):
+           stores_error=None, volume_depth=None, max_clone_depth=None):
     """Clone or Copy(reason).
 
     enabled:        enable_clone_optimization
@@ -73,6 +74,8 @@ def decide(enabled, stores_detail, volume, image, local_fsid, requested_store=No
     image:          the Glance image (dict: status, disk_format, container_format)
     local_fsid:     fsid of the Cinder backend's cluster
     requested_store: a store id named by the request (volume type image_service:store_id)
+    volume_depth:   parent hops above the volume (create.clone_depth), None if not counted
+    max_clone_depth: rbd_max_clone_depth; the image clone sits one hop below the volume
     """
     if not enabled:
         return Copy(OPTION_DISABLED, "enable_clone_optimization is off")
@@ -102,6 +105,13 @@ def decide(enabled, stores_detail, volume, image, local_fsid, requested_store=No
         return Copy(VOLUME_ENCRYPTED, f"volume {volume.name} is encrypted")
     if image.get("status") != "queued":
         return Copy(IMAGE_NOT_QUEUED, f"image status is {image.get('status')!r}")
+    if (volume_depth is not None and max_clone_depth is not None
+            and volume_depth + 1 > max_clone_depth):
+        # Cinder flattens a volume past the bound; an image clone cannot be flattened
+        # before Glance has it, so it is copied instead
+        return Copy(CLONE_CHAIN_TOO_DEEP,
+                    f"the image would be clone {volume_depth + 1} deep "
+                    f"(rbd_max_clone_depth {max_clone_depth})")
     chunk = props["chunk_size"]
     return Clone(store_id=store["id"], pool=props["pool"], fsid=props["fsid"],
                  chunk_size=chunk, user=props.get("user"))

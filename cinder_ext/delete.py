@@ -30,7 +30,7 @@ import time
 from cinder_ext import exceptions as exc
 from cinder_ext import faults
 from cinder_ext.ceph import TRASH_NAMESPACE, USER_NAMESPACE
-from cinder_ext.clone import VOLUME_SNAP_PREFIX, Timer
+from cinder_ext.clone import VOLUME_SNAP_PREFIX, Timer, VolumeLock, VolumeLocked
 
 LOG = logging.getLogger(__name__)
 
@@ -64,6 +64,19 @@ def delete_volume(cluster, pool, name, mode=DEFERRED, delay=0, concurrency=3, le
     """
     if mode not in MODES:
         raise exc.ConfigError(f"delete mode {mode!r}: expected one of {', '.join(MODES)}")
+    # exclusive against uploads of the volume: none is between its snapshot and its clone
+    # (whose snapshot would look stale) or reading it while we run (clone.VolumeLock)
+    try:
+        lock = VolumeLock(cluster, pool, name, shared=False).__enter__()
+    except VolumeLocked as e:
+        raise exc.VolumeBusy(f"{e}; nothing was changed, delete it again") from None
+    try:
+        return _delete_volume(cluster, pool, name, mode, delay, concurrency, leaf_remove)
+    finally:
+        lock.__exit__()
+
+
+def _delete_volume(cluster, pool, name, mode, delay, concurrency, leaf_remove):
     timer, started = Timer(), time.monotonic()
     result = {"volume": f"{pool}/{name}", "mode": mode, "dependents": []}
     with timer.step("inspect"):

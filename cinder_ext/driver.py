@@ -175,7 +175,8 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
                     raise exception.VolumeBackendAPIException(
                         data=f"upload of {volume.name} to image {image_id}: {e}") from None
                 choice = decision.Copy(decision.CLONE_FAILED, e.reason)
-            except exc.CloneIncomplete as e:
+            except (exc.CloneIncomplete, clone_mod.VolumeLocked) as e:
+                # VolumeLocked: a delete of the volume holds it, or has removed it
                 raise exception.VolumeBackendAPIException(data=str(e)) from None
             else:
                 LOG.info("Upload of volume %(vol)s to image %(img)s: method=clone, "

@@ -64,15 +64,19 @@ def upload_volume(conf, backend, volume, image_id, store_id=None, encrypted=None
                 encrypted = cluster.head(pool, name, 6).startswith(ceph_mod.LUKS_MAGIC)
             fsid = cluster.fsid()
             image = glance.get_image(image_id)
-            stores, stores_error = None, None
+            stores, stores_error, depth = None, None, None
             if backend.enable_clone_optimization:
                 try:
                     stores = glance.stores_detail()
                 except exc.GlanceError as e:
                     stores_error = str(e)
+                from cinder_ext.create import clone_depth  # create imports this module
+                # hops above the volume, through the Glance pool too (issue 7: chains)
+                depth = clone_depth(cluster, pool, name)
         vol = decision.Volume(name, encrypted=encrypted)
+        bound = dict(volume_depth=depth, max_clone_depth=backend.rbd_max_clone_depth)
         choice = decision.decide(backend.enable_clone_optimization, stores, vol, image, fsid,
-                                 store_id, stores_error)
+                                 store_id, stores_error, **bound)
         result = {"volume": f"{pool}/{name}", "image_id": image_id, "size": vinfo["size"]}
 
         lock = None
@@ -93,10 +97,10 @@ def upload_volume(conf, backend, volume, image_id, store_id=None, encrypted=None
                     glance.wait_location_tasks(image_id, backend.clone_active_timeout)
                     image = glance.get_image(image_id)
                 choice = decision.decide(backend.enable_clone_optimization, stores, vol, image, fsid,
-                                         store_id, stores_error)
+                                         store_id, stores_error, **bound)
             if isinstance(choice, decision.Copy) and choice.reason == decision.IMAGE_NOT_QUEUED:
                 again = decision.decide(True, stores, vol, dict(image, status="queued"), fsid,
-                                        store_id, stores_error)
+                                        store_id, stores_error, **bound)
                 if isinstance(again, decision.Clone):
                     url = clone_mod.image_location(again, image_id).url
                     if image.get("status") == "importing" or (image.get("status") == "active"
@@ -136,7 +140,8 @@ def upload_volume(conf, backend, volume, image_id, store_id=None, encrypted=None
                 lock.__exit__()
 
         LOG.info("upload of %s/%s to image %s: copying, %s", pool, name, image_id, choice)
-        with timer.step("copy"):
+        # a delete waits while the copy reads the volume (clone.VolumeLock)
+        with timer.step("copy"), clone_mod.volume_lock_for_upload(cluster, pool, name):
             if image.get("disk_format") in copy_mod.QEMU_FORMATS:
                 sent = copy_mod.convert_volume_to_image(
                     cluster, glance, pool, name, image_id, vinfo["size"], image["disk_format"],

@@ -115,35 +115,47 @@ def test_cloning_disabled_copies(cinder_env, created):
     assert env.volume_sha(new) == env.volume_sha(vol)
 
 
-def test_chain_deeper_than_rbd_max_clone_depth_is_flattened(cinder_env, created, glance_peer):
-    """volume -> image -> volume -> image -> volume with rbd_max_clone_depth = 2: every hop
-    counts, the Glance pool's too; the volume that would be 4 deep is flattened."""
+def test_chain_deeper_than_rbd_max_clone_depth_is_bounded(cinder_env, created, glance_peer):
+    """volume -> image -> volume -> image -> volume -> image -> volume with
+    rbd_max_clone_depth = 2: every hop counts, the Glance pool's too, on both paths. The
+    upload that would make an image 3 deep copies it (clone-chain-too-deep); the create
+    that would make a volume 3 deep flattens it. Nothing anywhere is deeper than 2."""
     env = cinder_env
     conf = env.conf(extra="rbd_max_clone_depth = 2\n")
     v0 = env.volume(32 * MiB)
     sha = env.volume_sha(v0)
-    i1 = _clone_upload(env, conf, v0)                 # depth 1
+    i1 = _clone_upload(env, conf, v0)                          # depth 1
     v1, out = _create(env, conf, i1, 32 / 1024, created)       # depth 2 = the bound: a clone
     assert out["method"] == "clone" and out["depth"] == 2 and not out["flattened"]
-    i2 = _clone_upload(env, conf, v1)                 # depth 3 (uploads do not flatten)
-    with _ceph(env, conf) as c:
-        assert clone_depth(c, env.ipool, i2) == 3
-    v2, out = _create(env, conf, i2, 32 / 1024, created)       # would be 4: flattened
+    i2 = env.image()
+    out = env.upload(conf, v1, i2)                             # would be 3: copied
+    assert out["method"] == "copy" and out["reason"] == "clone-chain-too-deep", out
+    assert "3 deep" in out["detail"] and "rbd_max_clone_depth 2" in out["detail"]
+    v2, out = _create(env, conf, i2, 32 / 1024, created)       # a copied image starts anew
+    assert out["method"] == "clone" and out["depth"] == 1 and not out["flattened"]
+    i3 = _clone_upload(env, conf, v2)                          # depth 2 = the bound: a clone
+    v3, out = _create(env, conf, i3, 32 / 1024, created)       # would be 3: flattened
     assert out["method"] == "clone" and out["flattened"] and out["depth"] == 0
     with _ceph(env, conf) as c:
-        assert c.info(env.vpool, v2)["parent"] is None
-        assert c.info(env.vpool, v1)["parent"]["image"] == i1
-    assert env.volume_sha(v2) == env.volume_sha(v1) == sha
+        depths = {what: clone_depth(c, pool, what) for pool, what in
+                  [(env.ipool, i1), (env.vpool, v1), (env.ipool, i2), (env.vpool, v2),
+                   (env.ipool, i3), (env.vpool, v3)]}
+        assert depths == {i1: 1, v1: 2, i2: 0, v2: 1, i3: 2, v3: 0}
+    for image_id in (i1, i2, i3):
+        assert env.image_sha(image_id) == sha
+    assert env.volume_sha(v1) == env.volume_sha(v2) == env.volume_sha(v3) == sha
 
     # take it all down in any order the dependencies allow; purge reclaims the rest
-    for vol in (v2, v1, v0):
-        assert _json(env.cli("--config-file", conf, "delete-volume", vol))["action"] in ("removed", "trashed")
-    # i1 is still needed by v1 (in the trash, needed by i2): Glance must refuse it
-    assert glance_peer.request("DELETE", f"/v2/images/{i1}").status == 409
-    assert glance_peer.request("DELETE", f"/v2/images/{i2}").status == 204
-    assert _json(env.cli("--config-file", conf, "purge"))["removed"] == [f"{env.vpool}/{v1}"]
+    actions = {vol: _json(env.cli("--config-file", conf, "delete-volume", vol))["action"]
+               for vol in (v3, v2, v1, v0)}
+    assert actions == {v3: "removed", v2: "trashed", v1: "removed", v0: "trashed"}
+    # i2 is still needed by v2 (in the trash, needed by i3): Glance must refuse it
+    assert glance_peer.request("DELETE", f"/v2/images/{i2}").status == 409
+    assert glance_peer.request("DELETE", f"/v2/images/{i3}").status == 204
     assert glance_peer.request("DELETE", f"/v2/images/{i1}").status == 204
-    assert _json(env.cli("--config-file", conf, "purge"))["removed"] == [f"{env.vpool}/{v0}"]
+    removed = _json(env.cli("--config-file", conf, "purge"))["removed"]
+    assert sorted(removed) == sorted([f"{env.vpool}/{v2}", f"{env.vpool}/{v0}"])
+    assert glance_peer.request("DELETE", f"/v2/images/{i2}").status == 204
     assert env.pool_state() == env.baseline
 
 

@@ -1,7 +1,7 @@
 """Uploads at the same time, by the real CLI in separate processes, on the dev cluster with
 upstream Glance 33: the same volume to many images, many volumes, and two uploads to the
-same image id. No corruption (every image's bytes read back through Glance), no orphan
-(both pools checked), every loser told so in one line.
+same image id, an upload racing a delete of its volume. No corruption (every image's bytes
+read back through Glance), no orphan (both pools checked), every loser told so in one line.
 
 The count comes from the environment; the default is issue 9's full count, 16, which
 two cores run in about 35 s (16 processes on one volume 21 s, on 16 volumes 11 s).
@@ -12,13 +12,18 @@ On a slower machine, reduce it:
 
 import json
 import os
+import random
 import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.cinder_fixtures import *  # noqa: F401,F403  (fixtures)
 from tests.cinder_fixtures import MiB
-from tests.functional.test_upload_faults import Paused, _one_line_error
+from cinder_ext import faults
+from cinder_ext.clone import VOLUME_LOCK_WAIT
+from tests.functional.test_upload_faults import PAUSE_RUNNER, Paused, _one_line_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 N = int(os.environ.get("GRC_UPLOAD_CONCURRENCY", "16"))
@@ -30,6 +35,24 @@ def _spawn(conf, volume, image_id):
     return subprocess.Popen([sys.executable, "-m", "cinder_ext.cli", "--config-file", conf, "upload",
                              volume, image_id], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+
+
+def _spawn_delete(conf, volume):
+    return subprocess.Popen([sys.executable, "-m", "cinder_ext.cli", "--config-file", conf,
+                             "delete-volume", volume], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+class PausedDelete(Paused):
+    """delete-volume by the CLI in a child process, paused at a step boundary."""
+
+    def __init__(self, tmpdir, conf, volume, at):  # noqa: super() would start an upload
+        self.dir = os.path.join(str(tmpdir), f"pause-{os.urandom(3).hex()}")
+        os.makedirs(self.dir)
+        env = dict(os.environ, PAUSE_AT=at, PAUSE_DIR=self.dir)
+        self.proc = subprocess.Popen([sys.executable, "-c", PAUSE_RUNNER, "--config-file", conf,
+                                      "delete-volume", volume], cwd=ROOT, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _finish(procs, deadline):
@@ -156,3 +179,153 @@ def test_two_uploads_racing_to_the_same_image(cinder_env, reliability):
         assert new[env.ipool] == {"images": {image_id: [("user", "snap", True)]}, "trash": []}
         expect = [("trash", f"image-{image_id}", False)] if result["method"] == "clone" else []
         assert new[env.vpool] == {"images": {winner: expect} if expect else {}, "trash": []}
+
+
+# -- an upload racing a delete of the same volume (clone.VolumeLock) ----------------------
+
+def _still_waiting(proc, seconds=1.0):
+    """True if proc is still running after `seconds` (blocked on the volume lock)."""
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return True
+    return False
+
+
+def _upload_won(env, glance, conf, vol, sha, image_id, before, upload, delete, reliability):
+    """The image is a whole clone; the delete trashed the volume in constant time. Then
+    the image is deleted through Glance and purge leaves both pools as they were."""
+    (ucode, uout, uerr), (dcode, dout, derr) = upload, delete
+    assert ucode == 0 and dcode == 0, (uerr, derr)
+    result, deleted = json.loads(uout), json.loads(dout)
+    assert result["method"] == "clone", result
+    assert deleted["action"] == "trashed", deleted
+    assert deleted["dependents"] == [f"{env.ipool}/{image_id}"]
+    assert deleted["seconds"]["total"] < 5, deleted["seconds"]  # constant time once it runs
+    assert env.get_image(image_id)["status"] == "active"
+    corrupt = env.image_sha(image_id) != sha
+    reliability.uploads(1, 1, 0, 1, int(corrupt))
+    assert not corrupt
+    new = env.new_state(before)
+    assert new[env.ipool] == {"images": {image_id: [("user", "snap", True)]}, "trash": []}
+    assert new[env.vpool] == {"images": {}, "trash": [vol]}
+    assert vol not in env.pool_state()[env.vpool]["images"]
+    assert glance.request("DELETE", f"/v2/images/{image_id}").status == 204
+    purged = env.cli("--config-file", conf, "purge")
+    assert purged.returncode == 0 and json.loads(purged.stdout)["removed"] == [f"{env.vpool}/{vol}"]
+    _expect_gone(env, vol, before)
+
+
+def _delete_won(env, vol, image_id, before, upload, delete, reliability):
+    """The volume is gone; the upload said so in one line and made nothing."""
+    (ucode, uout, uerr), (dcode, dout, derr) = upload, delete
+    assert dcode == 0, derr
+    assert json.loads(dout)["action"] == "removed"
+    line = _one_line_error(uerr)
+    assert ucode == 1 and uout == "" and vol in line, uerr
+    assert ("was deleted; nothing was uploaded" in line or "does not exist" in line
+            or "not found" in line.lower()), line
+    assert env.get_image(image_id)["status"] == "queued"
+    reliability.uploads(1, 0, 1, 0, 0)
+    _expect_gone(env, vol, before)
+
+
+def _expect_gone(env, vol, before):
+    expect = {p: {"images": dict(st["images"]), "trash": list(st["trash"])} for p, st in before.items()}
+    expect[env.vpool]["images"].pop(vol)
+    assert env.pool_state() == expect
+
+
+def test_upload_racing_a_delete_of_the_same_volume(cinder_env, glance_peer, tmp_path, reliability):
+    """Each round, both orders forced, then a free race. The upload holds the volume
+    shared from its snapshot to its clone, the delete exclusively: either the upload wins
+    (a registered clone with the volume's bytes, the volume trashed as its parent, purge
+    reclaims it with the image) or the delete wins (the volume gone, the upload refused in
+    one line with nothing made). Never a half state, never an orphan."""
+    env = cinder_env
+    conf = env.conf()
+    outcomes = {"upload": 0, "delete": 0}
+    for _ in range(RACE_ROUNDS):
+        # the upload first: paused between its snapshot and its clone, the window in
+        # which the delete used to take the snapshot for a stale one
+        vol = env.volume(16 * MiB)
+        sha, image_id, before = env.volume_sha(vol), env.image(), env.pool_state()
+        upload = Paused(tmp_path, conf, vol, image_id, at="clone.volume_snapshot_created")
+        upload.wait_reached()
+        delete = _spawn_delete(conf, vol)
+        assert _still_waiting(delete), delete.communicate()  # it waits for the clone
+        ucode, uout, uerr, _ = upload.go()
+        dout, derr = delete.communicate(timeout=BOUND)
+        _upload_won(env, glance_peer, conf, vol, sha, image_id, before, (ucode, uout, uerr),
+                    (delete.returncode, dout, derr), reliability)
+
+        # the delete first: paused after inspecting the volume, before removing it
+        vol = env.volume(16 * MiB)
+        image_id, before = env.image(), env.pool_state()
+        delete = PausedDelete(tmp_path, conf, vol, at="delete.inspected")
+        delete.wait_reached()
+        upload = _spawn(conf, vol, image_id)
+        assert _still_waiting(upload), upload.communicate()  # it waits for the delete
+        dcode, dout, derr, _ = delete.go()
+        uout, uerr = upload.communicate(timeout=BOUND)
+        _delete_won(env, vol, image_id, before, (upload.returncode, uout, uerr),
+                    (dcode, dout, derr), reliability)
+
+        # free: started up to 0.5 s apart, either first; either may win
+        vol = env.volume(16 * MiB)
+        sha, image_id, before = env.volume_sha(vol), env.image(), env.pool_state()
+        lag = random.uniform(-0.5, 0.5)
+        if lag >= 0:
+            upload = _spawn(conf, vol, image_id)
+            time.sleep(lag)
+            delete = _spawn_delete(conf, vol)
+        else:
+            delete = _spawn_delete(conf, vol)
+            time.sleep(-lag)
+            upload = _spawn(conf, vol, image_id)
+        upload, delete = _finish([upload, delete], time.monotonic() + BOUND)
+        if upload[0] == 0:
+            outcomes["upload"] += 1
+            _upload_won(env, glance_peer, conf, vol, sha, image_id, before, upload, delete, reliability)
+        else:
+            outcomes["delete"] += 1
+            _delete_won(env, vol, image_id, before, upload, delete, reliability)
+    print(f"free races of an upload and a delete: {outcomes}")
+
+
+@pytest.mark.parametrize("killed", ["upload", "delete"])
+def test_a_killed_holder_of_the_volume_lock_blocks_nothing(cinder_env, killed, reliability):
+    """A holder SIGKILLed on this host is dead: the other side breaks its lock at once
+    instead of waiting (VOLUME_LOCK_WAIT) or failing, and finishes the job whole."""
+    env = cinder_env
+    conf = env.conf()
+    vol = env.volume(16 * MiB)
+    sha, image_id, before = env.volume_sha(vol), env.image(), env.pool_state()
+    if killed == "upload":  # holding the volume shared, its snapshot made, no clone yet
+        crashed = env.cli("--config-file", conf, "upload", vol, image_id,
+                          env={faults.ENV_POINT: "clone.volume_snapshot_created"})
+    else:  # holding it exclusively, nothing changed yet
+        crashed = env.cli("--config-file", conf, "delete-volume", vol,
+                          env={faults.ENV_POINT: "delete.inspected"})
+    assert crashed.returncode == -9, crashed.stderr
+    t0 = time.monotonic()
+    if killed == "upload":
+        proc = env.cli("--config-file", conf, "delete-volume", vol)
+        took = time.monotonic() - t0
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout)
+        # the crashed upload's snapshot has no clone: a leftover, removed with the volume
+        assert out["action"] == "removed" and out["stale_snapshots_removed"] == [f"image-{image_id}"]
+        assert "breaking the lock of a dead process" in proc.stderr
+        _expect_gone(env, vol, before)
+    else:
+        proc = env.cli("--config-file", conf, "upload", vol, image_id)
+        took = time.monotonic() - t0
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["method"] == "clone"
+        assert "breaking the lock of a dead process" in proc.stderr
+        assert env.image_sha(image_id) == sha
+        new = env.new_state(before)
+        assert new[env.ipool] == {"images": {image_id: [("user", "snap", True)]}, "trash": []}
+    assert took < VOLUME_LOCK_WAIT, took
+    reliability.crash(f"volume lock held by a killed {killed}", True)

@@ -87,3 +87,32 @@ def test_invalid_detail_names_the_json_path():
 def test_copy_str_is_reason_and_detail():
     assert str(d.Copy("r", "why")) == "r: why"
     assert str(d.Copy("r")) == "r"
+
+
+def _at_depth(volume_depth, max_depth, image=IMAGE):
+    return d.decide(True, stores(), VOL, image, FSID, volume_depth=volume_depth,
+                    max_clone_depth=max_depth)
+
+
+@pytest.mark.parametrize("volume_depth, max_depth", [(0, 1), (1, 2), (4, 5)])
+def test_clone_up_to_rbd_max_clone_depth(volume_depth, max_depth):
+    # the image clone sits one hop below the volume: exactly at the bound is allowed
+    assert isinstance(_at_depth(volume_depth, max_depth), d.Clone)
+
+
+@pytest.mark.parametrize("volume_depth, max_depth", [(2, 2), (3, 2), (0, 0), (5, 5)])
+def test_copy_when_the_image_would_pass_rbd_max_clone_depth(volume_depth, max_depth):
+    result = _at_depth(volume_depth, max_depth)
+    assert isinstance(result, d.Copy) and result.reason == d.CLONE_CHAIN_TOO_DEEP
+    assert f"{volume_depth + 1} deep" in result.detail and f"rbd_max_clone_depth {max_depth}" in result.detail
+    assert result.reason in d.REASONS
+
+
+def test_depth_not_counted_means_no_bound():
+    assert isinstance(_at_depth(None, 2), d.Clone) and isinstance(_at_depth(9, None), d.Clone)
+
+
+def test_depth_is_checked_after_the_other_reasons():
+    # a non-queued image keeps its reason (the upload's resume check relies on it)
+    result = _at_depth(7, 2, image=dict(IMAGE, status="active"))
+    assert result.reason == d.IMAGE_NOT_QUEUED
