@@ -1,14 +1,15 @@
 """Options of glance-info-api for oslo-config-generator (namespace glance.api)."""
 
 import copy
-import itertools
 
 from glance.common import config
 from glance_store_ext import config as store_config
 
 
 def list_api_opts():
-    """[DEFAULT] options this service declares, including enabled_backends (as upstream declares it)."""
-    opts = itertools.chain.from_iterable(
-        group_opts for _, group_opts in config.list_opts() + store_config.list_opts())
-    return [(None, copy.deepcopy(list(opts)))]
+    """Our [DEFAULT] options (enabled_backends included, as upstream declares it) and our
+    own [glance_info_api] section."""
+    groups = {}
+    for group, opts in config.list_opts() + store_config.list_opts():
+        groups.setdefault(group, []).extend(opts)
+    return [(group, copy.deepcopy(opts)) for group, opts in groups.items()]

@@ -31,6 +31,9 @@ class Provider:
         """The store's properties, as upstream Glance's stores-detail API reports them."""
         raise NotImplementedError
 
+    def warm(self):
+        """Wait (bounded) until properties() can answer without waiting; for start-up."""
+
     def close(self):
         """Stop background work; properties() stays callable."""
 

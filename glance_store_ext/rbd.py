@@ -47,6 +47,10 @@ class RBDProvider(Provider):
                     old.close(timeout=0)
             return self._reader
 
+    def warm(self):
+        # the first read started at construction; wait for it, at most its cold window
+        self.fsid_reader().get()
+
     def properties(self):
         pool = str(self.option("rbd_store_pool"))
         fsid = self.fsid_reader().get()

@@ -64,15 +64,21 @@ class StoreDetails:
             return {}
 
     def warm(self):
-        """Create the providers of every enabled store now (the RBD fsid read starts in the background).
+        """Create the providers of every enabled store and wait for their first reads.
 
-        For service start-up, so that the first request rarely meets a cold cache.
-        Never raises; returns the store ids warmed.
+        For service start-up, so that no request meets a cold cache: the RBD fsid
+        reads run side by side in the background, and each wait is bounded by its
+        store's connect timeout (at most 5 s). Never raises; returns the store ids.
         """
         ids = [sid for sid in (self.conf.enabled_backends or {}) if not sid.startswith("os_glance_")]
-        for store_id in ids:
-            if store_id not in self._providers:
-                self._provider(store_id)
+        providers = [self._provider(store_id) for store_id in ids]
+        for store_id, provider in zip(ids, providers):
+            if provider:
+                try:
+                    provider.warm()
+                except Exception as exc:  # reported by properties() too; start-up goes on
+                    self._warn_once(store_id, f"store {store_id!r}: warming its {provider.store_type} "
+                                              f"provider failed: {type(exc).__name__}: {exc}")
         return ids
 
     def _provider(self, store_id):

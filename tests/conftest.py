@@ -2,12 +2,32 @@
 
 import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 from tests.devcluster import DevCluster
 
 pytest_plugins = ["tests.peers", "tests.info_api", "tests.keystone", "tests.reliability_summary"]
+
+
+def pytest_configure(config):
+    # A fresh machine every run: the clients' caches (~/.glanceclient, ~/.config/openstack,
+    # ...) and the services' dotfiles go to a HOME that lives and dies with this session,
+    # never into the real one, and nothing an earlier run left there is read.
+    home = tempfile.mkdtemp(prefix="tests-home-")
+    config.real_home = os.environ.get("HOME")
+    config.test_home = home
+    os.environ.update(HOME=home, XDG_CONFIG_HOME=os.path.join(home, ".config"),
+                      XDG_CACHE_HOME=os.path.join(home, ".cache"),
+                      XDG_DATA_HOME=os.path.join(home, ".local", "share"))
+
+
+def pytest_unconfigure(config):
+    home = getattr(config, "test_home", None)
+    if home:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

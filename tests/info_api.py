@@ -66,6 +66,52 @@ def _value(value):
     return str(value)
 
 
+def listeners(port):
+    """Pids with a TCP socket listening on `port` (any address), from /proc."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(fields[9])
+    pids = set()
+    if not inodes:
+        return pids
+    wanted = {f"socket:[{i}]" for i in inodes}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in wanted for fd in fds):
+                pids.add(int(pid))
+        except OSError:
+            continue  # gone, or not ours to look at
+    return pids
+
+
+def descendants(pid):
+    """Every process below pid, from /proc/*/stat."""
+    children = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, set()).add(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
 class InfoAPIError(RuntimeError):
     """glance-info-api did not come up; the message carries its output."""
 
@@ -82,17 +128,17 @@ class InfoAPI:
         self.oslo_log_path = os.path.join(self.workdir, "glance-info-api.oslo.log")
         extra = _ini(extra_conf or {})
         with open(self.overrides, "w") as f:
-            # later --config-file wins: bind, auth and log settings over the operator's
-            # log_file: the operator's (e.g. the Glance peer's own log) is not ours to write
-            f.write(_ini({"DEFAULT": {"bind_host": "127.0.0.1", "bind_port": self.port,
-                                      "auth_strategy": auth_strategy,
-                                      "log_file": self.oslo_log_path}}))
+            # later --config-file wins: auth over the operator's; where to listen and log
+            # is our own section's (the operator's [DEFAULT] ones are Glance's)
+            f.write(_ini({"DEFAULT": {"auth_strategy": auth_strategy},
+                          "glance_info_api": {"bind_host": "127.0.0.1", "bind_port": self.port,
+                                              "log_file": self.oslo_log_path}}))
             f.write("\n" + extra + "\n")
         self.log_path = os.path.join(self.workdir, "glance-info-api.log")
         self.argv = [CONSOLE_SCRIPT, "--config-file", config_file, "--config-file", self.overrides]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=ROOT, start_new_session=True)
+                                     cwd=self.workdir, start_new_session=True)
         try:
             self._wait_healthy()
         except BaseException:
@@ -105,12 +151,21 @@ class InfoAPI:
             if self.proc.poll() is not None:
                 raise InfoAPIError(f"glance-info-api exited with {self.proc.returncode}: "
                                    f"{self.log().strip()}")
-            try:
-                with urllib.request.urlopen(self.url + "/healthcheck", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
+            # the port was free when picked, not reserved: only our child listening there
+            # (or, with workers, its children) makes whatever answers ours
+            owners = listeners(self.port)
+            if owners:
+                ours = {self.proc.pid} | descendants(self.proc.pid)
+                if not owners <= ours:
+                    self.stop()
+                    raise InfoAPIError(f"port {self.port} was taken by pid(s) {sorted(owners - ours)} "
+                                       "before glance-info-api could bind it")
+                try:
+                    with urllib.request.urlopen(self.url + "/healthcheck", timeout=2) as resp:
+                        if resp.status == 200:
+                            return
+                except (urllib.error.URLError, ConnectionError, OSError):
+                    pass
             time.sleep(0.1)
         raise InfoAPIError(f"glance-info-api not healthy after {START_TIMEOUT}s: {self.log().strip()}")
 

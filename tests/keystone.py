@@ -6,8 +6,9 @@ pipeline), the clients (password + catalog) and the Cinder side (keystoneauth
 from its [glance] section).
 
 Topology (what production runs behind a load balancer): one image endpoint
-in the catalog, `keystone_lb.url`, a path router that sends `/v2/info/...` to
-our glance-info-api and everything else to upstream Glance 33. So
+in the catalog, `keystone_lb.url`, the front door (tools/front_door.py) that
+sends `/v2/info/stores` and `/v2/info/stores/detail` to our glance-info-api
+and everything else to upstream Glance 33. So
 `glance stores-info --detail`, openstacksdk and Cinder's stores-detail call,
 found through the catalog, reach our service (the answer carries the rbd
 `user` only we add), while images and locations reach Glance.
@@ -35,7 +36,7 @@ keystone_info_api (session)
     our glance-info-api on keystone_glance_peer's glance-api.conf with
     `auth_strategy = keystone` and `keystone_peer.authtoken_conf()`.
 keystone_lb (session)
-    the path router (`.url`, `.stop()`), registered as the image endpoint.
+    the front door (`.url`, `.stop()`), registered as the image endpoint.
 keystone_cinder_env (function; needs ceph_cluster)
     a tests.cinder_fixtures.CinderEnv whose `conf(..., ks_user="cinder",
     glance_url=None, app_cred=None)` writes a [glance] section with keystone
@@ -45,28 +46,23 @@ keystone_cinder_env (function; needs ceph_cluster)
 """
 
 import atexit
-import http.client
-import http.server
 import json
 import os
 import re
-import socketserver
 import subprocess
-import sys
-import threading
-import urllib.parse
 
 import pytest
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 
 from tests.peers import PeerError, _ensure
+from tools.front_door import FrontDoor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYSTONE_PEER = os.path.join(ROOT, "tools", "peers", "keystone-peer")
 SHORT_TOKEN_SECONDS = 10
 
-__all__ = ["KeystonePeer", "PathRouter", "KeystoneCinderEnv", "keystone_peer", "keystone_glance_peer",
+__all__ = ["KeystonePeer", "KeystoneCinderEnv", "keystone_peer", "keystone_glance_peer",
            "keystone_info_api", "keystone_lb", "keystone_cinder_env"]
 
 
@@ -183,122 +179,6 @@ class KeystonePeer:
 
 # -- the load balancer -----------------------------------------------------------------------
 
-class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def handle_error(self, request, client_address):
-        # a client that stops reading a download early is normal traffic, not an error
-        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
-            return
-        super().handle_error(request, client_address)
-
-
-HOP = ("host", "transfer-encoding", "content-length", "connection", "keep-alive")
-
-
-class PathRouter:
-    """A streaming HTTP/1.1 reverse proxy: the first matching path prefix picks the upstream.
-
-    What an operator's load balancer does for this service (README: route
-    /v2/info/ to glance-info-api). Request and response bodies stream in both
-    directions (chunked stays chunked): Cinder uploads volumes through it.
-    """
-
-    def __init__(self, default, routes=()):
-        self.default = default
-        self.routes = list(routes)
-        router = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def _chunks(self):
-                while True:
-                    size = int(self.rfile.readline().strip().split(b";")[0], 16)
-                    if size == 0:
-                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                            pass
-                        return
-                    yield self.rfile.read(size)
-                    self.rfile.readline()
-
-            def _sized(self, n):
-                while n > 0:
-                    block = self.rfile.read(min(n, 1 << 20))
-                    if not block:
-                        return
-                    n -= len(block)
-                    yield block
-
-            def _any(self):
-                upstream = router.pick(self.path)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
-                headers["Host"] = upstream.netloc
-                chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-                length = int(self.headers.get("Content-Length") or 0)
-                conn = http.client.HTTPConnection(upstream.netloc, timeout=300)
-                try:
-                    if chunked:
-                        conn.request(self.command, self.path, body=self._chunks(), headers=headers,
-                                     encode_chunked=True)
-                    else:
-                        if length:
-                            headers["Content-Length"] = str(length)
-                        conn.request(self.command, self.path,
-                                     body=self._sized(length) if length else None, headers=headers)
-                    resp = conn.getresponse()
-                except OSError as e:
-                    self.send_error(502, f"upstream {upstream.netloc}: {e}")
-                    return
-                try:
-                    self.send_response_only(resp.status, resp.reason)
-                    for k, v in resp.getheaders():
-                        if k.lower() not in HOP:
-                            self.send_header(k, v)
-                    size = resp.getheader("Content-Length")
-                    no_body = self.command == "HEAD" or resp.status in (204, 304)
-                    if size is not None:
-                        self.send_header("Content-Length", size)
-                    elif not no_body:
-                        self.send_header("Transfer-Encoding", "chunked")
-                    self.end_headers()
-                    if no_body:
-                        return
-                    while True:
-                        block = resp.read1(1 << 20) if hasattr(resp, "read1") else resp.read(1 << 20)
-                        if not block:
-                            break
-                        if size is None:
-                            self.wfile.write(b"%x\r\n%s\r\n" % (len(block), block))
-                        else:
-                            self.wfile.write(block)
-                    if size is None:
-                        self.wfile.write(b"0\r\n\r\n")
-                finally:
-                    conn.close()
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _any
-
-        self.server = _Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def pick(self, path):
-        for prefix, url in self.routes:
-            if path == prefix.rstrip("/") or path.startswith(prefix):
-                return urllib.parse.urlsplit(url)
-        return urllib.parse.urlsplit(self.default)
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 # -- the Cinder side ---------------------------------------------------------------------------
 
 def KeystoneCinderEnv(cluster, keystone, tmpdir):
@@ -359,7 +239,7 @@ def keystone_info_api(info_api_factory, keystone_glance_peer, keystone_peer):
 
 @pytest.fixture(scope="session")
 def keystone_lb(keystone_peer, keystone_glance_peer, keystone_info_api):
-    router = PathRouter(keystone_glance_peer.url, [("/v2/info/", keystone_info_api.url)])
+    router = FrontDoor.for_glance(keystone_glance_peer.url, keystone_info_api.url)
     try:
         keystone_peer.set_image_endpoint(router.url)
     except PeerError as e:

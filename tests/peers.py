@@ -97,6 +97,7 @@ import atexit
 import json
 import os
 import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 
@@ -244,13 +245,18 @@ class PeerClients:
         self.glance = venv.bin("glance")
         self.python = venv.python
 
-    def run_glance(self, *args, url, token="any", timeout=300):
-        return subprocess.run([self.glance, "--os-image-url", url, "--os-auth-token", token, *args],
-                              capture_output=True, text=True, timeout=timeout)
+    def run_glance(self, *args, url, token="any", timeout=300, home=None):
+        """The glance CLI as on a fresh machine: an empty HOME of its own for each call
+        (glanceclient caches Glance's schemas in ~/.glanceclient), unless `home` is given."""
+        with tempfile.TemporaryDirectory(prefix="glance-cli-home-") as fresh:
+            return subprocess.run([self.glance, "--os-image-url", url, "--os-auth-token", token, *args],
+                                  capture_output=True, text=True, timeout=timeout,
+                                  env=dict(os.environ, HOME=home or fresh), cwd=home or fresh)
 
     def run_python(self, code, *args, timeout=300, env=None):
+        # cwd away from the checkout: `-c` puts the cwd first on sys.path
         return subprocess.run([self.python, "-c", code, *args], capture_output=True, text=True,
-                              timeout=timeout, env=env)
+                              timeout=timeout, env=env, cwd="/")
 
 
 def upstream_stores_detail(config_file):

@@ -25,6 +25,7 @@ sys.path.insert(0, ROOT)
 from tests.devcluster import DevCluster  # noqa: E402
 from tests.info_api import InfoAPI  # noqa: E402
 from tests.peers import GlancePeer, PeerClients  # noqa: E402
+from tools.front_door import STORES_INFO_PATHS, FrontDoor  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
 MiB = 1 << 20
@@ -72,6 +73,12 @@ def main():
         parser.error("--data-mib must be between 1 and --size-mib")
 
     work = tempfile.mkdtemp(prefix="glance-rbd-clone-demo-")
+    # a fresh machine every time: the clients' caches (~/.glanceclient, ...) live and die
+    # with the demo, never in the operator's HOME
+    home = os.path.join(work, "home")
+    os.makedirs(home)
+    os.environ.update(HOME=home, XDG_CONFIG_HOME=os.path.join(home, ".config"),
+                      XDG_CACHE_HOME=os.path.join(home, ".cache"))
     section("1. a dev Ceph cluster on 127.0.0.1 (cephx, least-privilege users)")
     t0 = time.monotonic()
     osd_size = f"{max(2048, 3 * args.data_mib + 1024)}M"
@@ -190,12 +197,19 @@ def start_noauth_mode(work, cluster, stoppers):
     os.makedirs(os.path.join(work, "info-api"))
     info = InfoAPI(peer.config_file, workdir=os.path.join(work, "info-api"))
     stoppers.insert(0, info.stop)
+    # the operator's load balancer: our two paths to our service, the rest to Glance
+    door = FrontDoor.for_glance(peer.url, info.url)
+    stoppers.insert(0, door.stop)
     print(f"Glance 33: {peer.url}    glance-info-api: {info.url} (same glance-api.conf)")
-    print(f"$ curl -H 'X-Roles: service' {info.url}/v2/info/stores/detail")
-    show_detail(info.url, {"X-Roles": "service"})
-    print(f"$ glance --os-image-url {info.url} --os-auth-token any stores-info --detail")
-    proc = PeerClients().run_glance("stores-info", "--detail", url=info.url)
+    print(f"image endpoint {door.url}: {', '.join(STORES_INFO_PATHS)} -> glance-info-api, "
+          "the rest -> Glance")
+    print(f"$ curl -H 'X-Roles: service' {door.url}/v2/info/stores/detail")
+    show_detail(door.url, {"X-Roles": "service"})
+    print(f"$ glance --os-image-url {door.url} --os-auth-token any stores-info --detail")
+    proc = PeerClients().run_glance("stores-info", "--detail", url=door.url)
     print(proc.stdout.rstrip() or proc.stderr.strip())
+    if proc.returncode != 0:
+        sys.exit("demo: glance stores-info --detail failed")
     # Cinder reads the detail from our service, and talks to Glance for the rest
     section_text = (f"[glance]\napi_servers = {peer.url}\nstores_info_url = {info.url}\n"
                     "auth_strategy = noauth\n")
@@ -205,7 +219,7 @@ def start_noauth_mode(work, cluster, stoppers):
 
 def start_keystone_mode(work, cluster, stoppers):
     """Everything with real tokens: Keystone 30, Glance 33's keystone pipeline, our service's auth_token."""
-    from tests.keystone import KeystonePeer, PathRouter
+    from tests.keystone import KeystonePeer
 
     section("2. Keystone 30, upstream Glance 33 and our stores-info service, with real tokens")
     keystone = KeystonePeer.start(os.path.join(work, "keystone"))
@@ -216,12 +230,14 @@ def start_keystone_mode(work, cluster, stoppers):
     info = InfoAPI(peer.config_file, auth_strategy="keystone", workdir=os.path.join(work, "info-api"),
                    extra_conf={"keystone_authtoken": keystone.authtoken_conf()})
     stoppers.insert(0, info.stop)
-    # the operator's load balancer: /v2/info/ to our service, the rest to Glance; one catalog entry
-    lb = PathRouter(peer.url, [("/v2/info/", info.url)])
+    # the operator's load balancer: our two paths to our service, the rest to Glance; one
+    # catalog entry
+    lb = FrontDoor.for_glance(peer.url, info.url)
     stoppers.insert(0, lb.stop)
     keystone.set_image_endpoint(lb.url)
     print(f"Keystone: {keystone.auth_url}    image endpoint in the catalog: {lb.url}")
-    print(f"  (/v2/info/ -> glance-info-api {info.url}, the rest -> Glance 33 {peer.url})")
+    print(f"  ({', '.join(STORES_INFO_PATHS)} -> glance-info-api {info.url}, "
+          f"the rest -> Glance 33 {peer.url})")
     clients = PeerClients()
     for user in ("admin", "member"):
         password = keystone.users[user]["password"]

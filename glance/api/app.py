@@ -6,6 +6,7 @@
 """
 
 import logging
+import time
 
 from keystonemiddleware import auth_token
 from oslo_middleware import healthcheck
@@ -88,6 +89,13 @@ class Application:
 
     def __call__(self, environ, start_response):
         return self.wsgi_app(environ, start_response)
+
+    def warm(self):
+        """Read every store's properties now (bounded), so that no request waits for Ceph."""
+        started = time.monotonic()
+        ids = self.store_details.warm()
+        LOG.info("Store properties ready for %s in %.3f s", ", ".join(ids) or "no store",
+                 time.monotonic() - started)
 
     def close(self):
         self.store_details.close()

@@ -1,6 +1,10 @@
-"""glance-info-api: serve the stores-info API on bind_host:bind_port with cheroot.
+"""glance-info-api: serve the stores-info API with cheroot.
 
-    glance-info-api --config-file /etc/glance/glance-api.conf
+    glance-info-api --config-file /etc/glance/glance-api.conf [--config-file glance-info-api.conf]
+
+It reads Glance's own glance-api.conf (stores, [keystone_authtoken], [oslo_policy]),
+but listens and logs as its own [glance_info_api] section says: port 9293 and
+standard error by default, never Glance's 9292 or Glance's log file.
 
 cheroot: a thread pool, HTTP/1.1 keep-alive, idle connections parked in a
 selector rather than holding a thread. SIGTERM and SIGINT stop it cleanly.
@@ -28,13 +32,14 @@ def _fail(message):
 
 
 def make_server(conf, application):
-    server = cheroot_wsgi.Server((conf.bind_host, conf.bind_port), application,
-                                 numthreads=conf.server_threads,
+    own = conf[config.SERVER_GROUP]
+    server = cheroot_wsgi.Server((own.bind_host, own.bind_port), application,
+                                 numthreads=own.server_threads,
                                  server_name=PROG,
-                                 timeout=conf.client_socket_timeout or None,
-                                 reuse_port=conf.info_api_workers > 1)
+                                 timeout=own.client_socket_timeout or None,
+                                 reuse_port=own.workers > 1)
     server.stats["Enabled"] = False
-    server.keep_alive_conn_limit = conf.max_keepalive_connections
+    server.keep_alive_conn_limit = own.max_keepalive_connections
     return server
 
 
@@ -48,10 +53,14 @@ def main(argv=None):
     except Exception as exc:  # anything else at start-up: still one line; details at debug level
         LOG.debug("start-up failed", exc_info=True)
         return _fail(f"cannot start: {type(exc).__name__}: {exc}")
-    if conf.info_api_workers > 1:
-        if conf.bind_port == 0:
-            application.close()
-            return _fail("configuration error: [DEFAULT] info_api_workers > 1 needs a fixed bind_port")
+    own = conf[config.SERVER_GROUP]
+    if own.workers > 1 and own.bind_port == 0:
+        application.close()
+        return _fail(f"configuration error: [{config.SERVER_GROUP}] workers > 1 needs a fixed bind_port")
+    # every store's fsid read before the first request can arrive (bounded by each
+    # store's connect timeout): no request waits for Ceph
+    application.warm()
+    if own.workers > 1:
         return _serve_workers(conf, application)
     return _serve(conf, application)
 
@@ -62,7 +71,8 @@ def _serve(conf, application):
         server.prepare()  # binds: a busy port fails here, before we say we serve
     except OSError as exc:
         application.close()
-        return _fail(f"cannot listen on {conf.bind_host}:{conf.bind_port}: {exc.strerror or exc}")
+        own = conf[config.SERVER_GROUP]
+        return _fail(f"cannot listen on {own.bind_host}:{own.bind_port}: {exc.strerror or exc}")
 
     def stop(signum, frame):
         LOG.info("Signal %s received: stopping", signum)
@@ -73,7 +83,7 @@ def _serve(conf, application):
     signal.signal(signal.SIGINT, stop)
     host, port = server.bind_addr[:2]
     LOG.info("%s serving on http://%s:%s (auth_strategy = %s, %d threads)", PROG, host, port,
-             conf.auth_strategy, conf.server_threads)
+             conf.auth_strategy, conf[config.SERVER_GROUP].server_threads)
     try:
         server.serve()
     finally:
@@ -83,14 +93,15 @@ def _serve(conf, application):
 
 
 def _serve_workers(conf, application):
-    """Fork conf.info_api_workers processes, each a whole server on the same port (SO_REUSEPORT).
+    """Fork [glance_info_api] workers processes, each a whole server on the same port (SO_REUSEPORT).
 
     The parent only supervises: it stops every worker on SIGTERM/SIGINT, and all of
     them when one dies, so that a half-serving set never hides behind a health check.
     Each child restarts the fsid refresher (threads do not survive a fork).
     """
     children = []
-    for _ in range(conf.info_api_workers):
+    own = conf[config.SERVER_GROUP]
+    for _ in range(own.workers):
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -101,7 +112,7 @@ def _serve_workers(conf, application):
             finally:
                 os._exit(code)
         children.append(pid)
-    LOG.info("%s: %d worker processes on %s:%s", PROG, len(children), conf.bind_host, conf.bind_port)
+    LOG.info("%s: %d worker processes on %s:%s", PROG, len(children), own.bind_host, own.bind_port)
 
     def stop_all(signum=signal.SIGTERM, frame=None):
         for child in children:

@@ -20,8 +20,9 @@ from glance_store_ext import config as store_config
 PROJECT = "glance"
 PROG = "glance-api"  # the same program name as upstream, so --config-dir and defaults match
 
-# upstream Glance 33, glance/common/wsgi_app.py
-CONFIG_FILES = ("glance-image-import.conf", "glance-api.conf")
+# upstream Glance 33, glance/common/wsgi_app.py, then ours: later files win
+CONFIG_FILES = ("glance-image-import.conf", "glance-api.conf", "glance-info-api.conf")
+OPTIONAL_FILES = ("glance-image-import.conf", "glance-info-api.conf")
 
 auth_opts = [
     cfg.StrOpt("auth_strategy", default="keystone", choices=[
@@ -36,25 +37,41 @@ auth_opts = [
                      "--detail` works on a development set-up."),
 ]
 
+# Our own group: glance-api.conf's [DEFAULT] bind_host, bind_port and log_file belong to
+# Glance, and an operator's file sets them (9292, /var/log/glance/api.log); reading them
+# would bind Glance's port and write Glance's log.
+SERVER_GROUP = "glance_info_api"
+DEFAULT_PORT = 9293
+LOG_NAME = "glance-info-api.log"
+
 server_opts = [
     cfg.HostAddressOpt("bind_host", default="0.0.0.0",
-                       help="Address glance-info-api listens on."),
-    cfg.PortOpt("bind_port", default=9292,
-                help="Port glance-info-api listens on."),
-    cfg.IntOpt("server_threads", default=16, min=1,
-               help="Worker threads of glance-info-api's WSGI server (cheroot); idle "
-                    "keep-alive connections do not hold a thread."),
-    cfg.IntOpt("max_keepalive_connections", default=1024, min=0,
-               help="Idle keep-alive connections glance-info-api keeps open; beyond this a "
-                    "response closes its connection (cheroot's own default is 10)."),
-    cfg.IntOpt("client_socket_timeout", default=900, min=0,
-               help="Seconds an idle client connection is kept open; 0 waits forever."),
-    # not "workers": operators' glance-api.conf files carry that one for Glance itself
-    cfg.IntOpt("info_api_workers", default=1, min=1, max=64,
+                       help="Address glance-info-api listens on. Glance's own [DEFAULT] "
+                            "bind_host is not read."),
+    cfg.PortOpt("bind_port", default=DEFAULT_PORT,
+                help="Port glance-info-api listens on (Glance's is 9292; its [DEFAULT] "
+                     "bind_port is not read). Route /v2/info/stores and "
+                     "/v2/info/stores/detail of Glance's endpoint here."),
+    cfg.StrOpt("log_file",
+               help="glance-info-api's own log file. Glance's [DEFAULT] log_file is not "
+                    "written. Unset: <[DEFAULT] log_dir>/" + LOG_NAME + " when log_dir is "
+                    "set, else standard error (the journal under systemd)."),
+    cfg.IntOpt("workers", default=1, min=1, max=64,
+               deprecated_opts=[cfg.DeprecatedOpt("info_api_workers", group="DEFAULT")],
                help="Processes of glance-info-api serving bind_host:bind_port together "
                     "(SO_REUSEPORT; the kernel spreads connections). One process is bound "
                     "to one core by Python's GIL: set this to the cores you give it. "
                     "Needs a fixed bind_port when above 1."),
+    cfg.IntOpt("server_threads", default=16, min=1,
+               deprecated_opts=[cfg.DeprecatedOpt("server_threads", group="DEFAULT")],
+               help="Worker threads of glance-info-api's WSGI server (cheroot); idle "
+                    "keep-alive connections do not hold a thread."),
+    cfg.IntOpt("max_keepalive_connections", default=1024, min=0,
+               deprecated_opts=[cfg.DeprecatedOpt("max_keepalive_connections", group="DEFAULT")],
+               help="Idle keep-alive connections glance-info-api keeps open; beyond this a "
+                    "response closes its connection (cheroot's own default is 10)."),
+    cfg.IntOpt("client_socket_timeout", default=900, min=0,
+               help="Seconds an idle client connection is kept open; 0 waits forever."),
 ]
 
 # Upstream Glance 33 declares these two; the version document depends on them.
@@ -75,25 +92,27 @@ class ConfigError(Exception):
 
 
 def list_opts():
-    return [(None, auth_opts + server_opts + versions_opts)]
+    return [(None, auth_opts + versions_opts), (SERVER_GROUP, server_opts)]
 
 
 def register_opts(conf):
-    conf.register_opts(auth_opts + server_opts + versions_opts)
+    conf.register_opts(auth_opts + versions_opts)
+    conf.register_opts(server_opts, group=SERVER_GROUP)
     store_config.register_opts(conf)
     logging.register_options(conf)
     policy_opts.set_defaults(conf)  # registers [oslo_policy] (policy_file = policy.yaml)
 
 
 def config_dir_files(env=None):
-    """The config files of a WSGI deployment: $OS_GLANCE_CONFIG_DIR (default /etc/glance), as upstream."""
+    """The config files of a WSGI deployment: $OS_GLANCE_CONFIG_DIR (default /etc/glance), as
+    upstream, plus glance-info-api.conf there when present."""
     env = os.environ if env is None else env
     dirname = env.get("OS_GLANCE_CONFIG_DIR", "/etc/glance").strip()
     files = []
     for name in CONFIG_FILES:
         path = os.path.join(dirname, name)
-        if name == "glance-image-import.conf" and not os.path.exists(path):
-            continue  # optional, as upstream
+        if name in OPTIONAL_FILES and not os.path.exists(path):
+            continue  # optional: the import one as upstream, ours for [glance_info_api]
         files.append(path)
     return files
 
@@ -119,6 +138,8 @@ def load(args=None, default_config_files=None, conf=None, on_parsed=None):
     except (cfg.Error, ValueError) as exc:  # bad command line, bad --config-dir
         raise ConfigError(str(exc).splitlines()[0])
     check_group(conf, None)
+    check_group(conf, SERVER_GROUP)
+    _own_log_file(conf)
     if on_parsed is not None:
         on_parsed(conf)
     try:
@@ -128,6 +149,14 @@ def load(args=None, default_config_files=None, conf=None, on_parsed=None):
     _check_stores(conf)
     check_all(conf)
     return conf
+
+
+def _own_log_file(conf):
+    """Log where [glance_info_api] log_file says, never into Glance's [DEFAULT] log_file."""
+    ours = conf[SERVER_GROUP].log_file
+    if not ours and conf.log_dir:
+        ours = LOG_NAME  # oslo.log joins it to log_dir
+    conf.set_override("log_file", ours)
 
 
 def check_all(conf):

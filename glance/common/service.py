@@ -49,7 +49,9 @@ def load_application(args=None, wsgi_entry=False):
     """Config + app for glance.wsgi.api: the config dir from OS_GLANCE_CONFIG_DIR, as upstream."""
     try:
         conf = load_config(args, config.config_dir_files() if wsgi_entry else None)
-        return build_application(conf)
+        application = build_application(conf)
+        application.warm()  # before the server forks its workers: no request waits for Ceph
+        return application
     except config.ConfigError as exc:
         # one line, not a traceback, in the WSGI server's log
         raise SystemExit(f"glance-info-api: configuration error: {exc}") from None

@@ -1,4 +1,4 @@
-"""glance-info-api with several worker processes on one port (info_api_workers)."""
+"""glance-info-api with several worker processes on one port ([glance_info_api] workers)."""
 
 import http.client
 import json
@@ -24,7 +24,7 @@ def alive(pid):
 
 def test_workers_share_the_port_and_stop_together(ceph_cluster, glance_conf, tmp_path):
     api = InfoAPI(glance_conf(ceph_cluster), workdir=str(tmp_path),
-                  extra_conf={"DEFAULT": {"info_api_workers": 3}})
+                  extra_conf={"glance_info_api": {"workers": 3}})
     port = api.port  # a fixed port, as workers need
     try:
         workers = children_of(api.proc.pid)
@@ -50,6 +50,7 @@ def test_workers_share_the_port_and_stop_together(ceph_cluster, glance_conf, tmp
 
 def test_a_dying_worker_stops_the_set(ceph_cluster, glance_conf, tmp_path):
     api = InfoAPI(glance_conf(ceph_cluster), workdir=str(tmp_path),
+                  # the name before 0.2 is still read
                   extra_conf={"DEFAULT": {"info_api_workers": 2}})
     try:
         workers = children_of(api.proc.pid)

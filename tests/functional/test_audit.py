@@ -190,3 +190,17 @@ def test_clone_v2_unavailable_on_a_cluster_of_our_own(glance_conf, tmp_path):
         assert "clone v2 is unavailable" in findings[0]["message"]
     finally:
         cluster.stop()
+
+
+def test_unreachable_cluster_is_exit_2(glance_conf, tmp_path):
+    cinder = tmp_path / "cinder.conf"
+    cinder.write_text("[DEFAULT]\nenabled_backends = c\n[c]\nrbd_pool = volumes\nrbd_user = cinder\n")
+    ceph_conf = tmp_path / "ceph.conf"
+    ceph_conf.write_text("[global]\nmon_host = 127.0.0.1:9\nauth_client_required = none\n")
+    # librados itself, not a stand-in: a monitor address where nothing listens
+    proc = subprocess.run([sys.executable, "-m", "cinder_ext.audit", "--glance-config", glance_conf(),
+                           "--cinder-config", str(cinder), "--admin-conf", str(ceph_conf),
+                           "--timeout", "2"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "cannot connect to Ceph as client.admin" in proc.stderr

@@ -9,13 +9,13 @@ import logging
 import os
 import signal
 import subprocess
-import textwrap
 import time
 
 import pytest
 from oslo_config import cfg
 
 from glance_store_ext import config, registry
+from glance_store_ext.cluster_fsid import ClusterFsid
 from tests.devcluster import DevCluster
 
 CALL_BUDGET = 0.1  # a properties() call while the cluster is unreachable
@@ -293,3 +293,25 @@ def test_cold_wait_without_a_connect_timeout_is_bounded(tmp_path, own_cluster, m
     started = time.monotonic()
     assert d.properties("ceph")["fsid"] is None
     assert time.monotonic() - started < 5 + 0.5
+
+
+def test_unreadable_conf_gives_none_and_one_warning(tmp_path, caplog):
+    # librados reading a ceph.conf that is not there: a real fault, no cluster needed
+    def reader(**kw):
+        return ClusterFsid("ceph", str(tmp_path / "hidden" / "ceph.conf"), "glance", **kw)
+
+    with caplog.at_level(logging.DEBUG, logger="glance_store_ext"):
+        r = reader(retry_interval=0.02, bound=2)
+        assert r.get() is None
+        deadline = time.monotonic() + 5
+        while r.reads < 10 and time.monotonic() < deadline:
+            assert r.get() is None
+            time.sleep(0.01)
+    r.close()
+    assert r.reads >= 10
+    ours = [rec for rec in caplog.records if rec.name.startswith("glance_store_ext")]
+    warnings = [rec.getMessage() for rec in ours if rec.levelno == logging.WARNING]
+    assert warnings == ["store 'ceph': cannot read the Ceph cluster fsid: the file named by "
+                        "rbd_store_ceph_conf cannot be read (ObjectNotFound); retrying every 0.02s"]
+    for rec in ours:
+        assert "hidden" not in rec.getMessage()

@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 
 from glance_store_ext import contract
+from tools.front_door import FrontDoor
 
 
 def fetch(url, method="GET", headers=None, body=None):
@@ -103,18 +104,63 @@ def test_error_without_accept_is_json_here_plain_text_upstream(peer_info_api, gl
     assert json.loads(ours[2])["code"] == "404 Not Found"
 
 
-def test_glance_cli_stores_info(peer_info_api, peer_clients):
-    proc = peer_clients.run_glance("stores-info", url=peer_info_api.url)
+# glanceclient on a fresh machine (an empty HOME, no ~/.glanceclient schema cache), the
+# two ways an operator points it at this service: Glance's one image endpoint with our
+# paths routed beside it, or our service itself with the API version given, so that
+# glanceclient does not probe Glance's /v2/schemas (which we do not serve) and fall
+# back to API v1.
+@pytest.fixture(scope="module")
+def front_door(glance_peer, peer_info_api):
+    door = FrontDoor.for_glance(glance_peer.url, peer_info_api.url)
+    yield door
+    door.stop()
+
+
+def _cli_ways(front_door, peer_info_api):
+    return {"front door": ((), front_door.url),
+            "direct": (("--os-image-api-version", "2"), peer_info_api.url)}
+
+
+@pytest.mark.parametrize("way", ["front door", "direct"])
+def test_glance_cli_stores_info(front_door, peer_info_api, peer_clients, way):
+    opts, url = _cli_ways(front_door, peer_info_api)[way]
+    proc = peer_clients.run_glance(*opts, "stores-info", url=url)
     assert proc.returncode == 0, proc.stderr
+    assert "falling back to v1" not in proc.stderr
     for word in ("fast", "ceph", "web", "Ceph RBD"):
         assert word in proc.stdout
 
 
-def test_glance_cli_stores_info_detail(peer_info_api, peer_clients, ceph_cluster):
-    proc = peer_clients.run_glance("stores-info", "--detail", url=peer_info_api.url)
+@pytest.mark.parametrize("way", ["front door", "direct"])
+def test_glance_cli_stores_info_detail(front_door, peer_info_api, peer_clients, ceph_cluster, way):
+    opts, url = _cli_ways(front_door, peer_info_api)[way]
+    proc = peer_clients.run_glance(*opts, "stores-info", "--detail", url=url)
     assert proc.returncode == 0, proc.stderr
     for word in (ceph_cluster.fsid, ceph_cluster.glance_pool, ceph_cluster.glance_user, "rbd", "http"):
         assert word in proc.stdout, word
+
+
+def test_front_door_sends_only_the_stores_paths_to_us(front_door, glance_peer):
+    """/v2/info/import and /v2/info/usage (import discovery, quotas) stay Glance's."""
+    def via_door(path):
+        return fetch(front_door.url + path, headers=identity("admin"))
+    # only our service reports the rbd store's Ceph user
+    status, _, body = via_door("/v2/info/stores/detail")
+    assert status == 200
+    assert any("user" in s.get("properties", {}) for s in json.loads(body)["stores"])
+    status, _, body = via_door("/v2/info/stores?x=1")
+    assert status == 200 and json.loads(body)["stores"]
+    for path in ("/v2/info/import", "/v2/info/usage"):
+        ours = fetch(peer_info_api_url(front_door) + path, headers=identity("admin"))
+        theirs = via_door(path)
+        direct = fetch(glance_peer.url + path, headers=identity("admin"))
+        assert ours[0] == 404, (path, ours[0])  # we do not serve it...
+        assert theirs[0] == direct[0] == 200, (path, theirs[0], direct[0])  # ...Glance does
+        assert json.loads(theirs[2]).keys() == json.loads(direct[2]).keys()
+
+
+def peer_info_api_url(front_door):
+    return dict(front_door.routes)["/v2/info/stores"]
 
 
 SDK_PROBE = textwrap.dedent("""

@@ -30,7 +30,8 @@ def assert_one_line_error(proc, *fragments):
 
 
 @pytest.mark.parametrize("sections, fragments", [
-    ({"DEFAULT": {"bind_port": "ninety"}}, ["invalid value for [DEFAULT] bind_port", "{conf}"]),
+    ({"glance_info_api": {"bind_port": "ninety"}},
+     ["invalid value for [glance_info_api] bind_port", "{conf}"]),
     ({"DEFAULT": {"auth_strategy": "ldap"}}, ["invalid value for [DEFAULT] auth_strategy", "{conf}"]),
     ({"DEFAULT": {"enabled_backends": "fast:file, ceph"}},
      ["invalid value for [DEFAULT] enabled_backends", "{conf}"]),
@@ -77,7 +78,7 @@ def test_busy_port_is_one_line(glance_conf):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        conf = glance_conf(DEFAULT={"bind_host": "127.0.0.1", "bind_port": port})
+        conf = glance_conf(glance_info_api={"bind_host": "127.0.0.1", "bind_port": port})
         assert_one_line_error(run_script("--config-file", conf), f"cannot listen on 127.0.0.1:{port}")
 
 
@@ -141,3 +142,11 @@ def test_wsgi_entry_point_with_bad_config_is_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("glance-info-api: configuration error: ")
     assert str(config_dir / "glance-api.conf") in proc.stderr
+
+
+def test_the_suite_never_uses_the_real_home(pytestconfig):
+    # tests/conftest.py: every subprocess of the suite inherits a throwaway HOME
+    home = os.environ["HOME"]
+    assert home == pytestconfig.test_home != pytestconfig.real_home
+    assert os.path.basename(home).startswith("tests-home-")
+    assert os.environ["XDG_CACHE_HOME"].startswith(home)

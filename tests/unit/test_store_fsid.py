@@ -1,6 +1,5 @@
-"""The cached fsid reader without a cluster: a ceph.conf that cannot be read is a real fault."""
+"""The cached fsid reader without a cluster (no Ceph bindings needed: a read that fails is enough)."""
 
-import logging
 import os
 import time
 
@@ -30,22 +29,6 @@ def reader(tmp_path):
 
 def ours(caplog):
     return [r for r in caplog.records if r.name.startswith("glance_store_ext")]
-
-
-def test_unreadable_conf_gives_none_and_one_warning(reader, caplog):
-    with caplog.at_level(logging.DEBUG, logger="glance_store_ext"):
-        r = reader(retry_interval=0.02, bound=2)
-        assert r.get() is None
-        deadline = time.monotonic() + 5
-        while r.reads < 10 and time.monotonic() < deadline:
-            assert r.get() is None
-            time.sleep(0.01)
-    assert r.reads >= 10
-    warnings = [rec.getMessage() for rec in ours(caplog) if rec.levelno == logging.WARNING]
-    assert warnings == ["store 'ceph': cannot read the Ceph cluster fsid: the file named by "
-                        "rbd_store_ceph_conf cannot be read (ObjectNotFound); retrying every 0.02s"]
-    for rec in ours(caplog):
-        assert "hidden" not in rec.getMessage()
 
 
 def test_first_call_waits_only_for_the_first_read(reader):
