@@ -75,30 +75,31 @@ def _pip(python, *args):
     return _run([python, "-m", "pip", "--disable-pip-version-check", *args])
 
 
-def test_cinder_side_in_a_clean_venv(wheels, tmp_path):
-    out, _ = wheels
-    python = _venv(tmp_path / "venv")
-    _ok(_pip(python, "install", "-q", "--find-links", str(out), "cinder-rbd-clone"))
-    _ok(_pip(python, "check"))
-    # what it pulled in: the shared library, never the service or upstream Glance
-    names = {line.split("==")[0].lower() for line in _ok(_pip(python, "freeze")).split()}
-    assert {"cinder-rbd-clone", "glance-store-ext"} <= names
-    assert "glance-info-api" not in names and "glance" not in names
-    _ok(_run([python, "-c", "import importlib.util as u; assert u.find_spec('glance') is None; "
-                            "import cinder_ext.cli, cinder_ext.decision, glance_store_ext.contract"]))
-    usage = _ok(_run([str(tmp_path / "venv" / "bin" / "cinder-rbd-clone"), "--help"]))
-    assert "upload" in usage and "purge" in usage
+# (distribution, its console script, what its usage must mention, what must not come with
+# it, what must import in its venv)
+CLEAN_INSTALLS = [
+    ("cinder-rbd-clone", "cinder-rbd-clone", "purge", {"glance-info-api", "glance"},
+     "import importlib.util as u; assert u.find_spec('glance') is None; "
+     "import cinder_ext.cli, cinder_ext.decision, glance_store_ext.contract"),
+    ("glance-info-api", "glance-info-api", "--config-file", {"cinder-rbd-clone", "glance"},
+     "import importlib.util as u; assert u.find_spec('cinder_ext') is None; "
+     "import glance.wsgi, glance.cmd.api, glance_store_ext.registry"),
+]
 
 
-def test_stores_info_service_in_a_clean_venv(wheels, tmp_path):
+@pytest.mark.parametrize("dist, script, usage_word, absent, imports", CLEAN_INSTALLS)
+def test_each_side_in_a_clean_venv(wheels, tmp_path, dist, script, usage_word, absent, imports):
     out, _ = wheels
     python = _venv(tmp_path / "venv")
-    _ok(_pip(python, "install", "-q", "--find-links", str(out), "glance-info-api"))
+    _ok(_pip(python, "install", "-q", "--find-links", str(out), dist))
     _ok(_pip(python, "check"))
+    # what it pulled in: the shared library, never the other side or upstream Glance
     names = {line.split("==")[0].lower() for line in _ok(_pip(python, "freeze")).split()}
-    assert "cinder-rbd-clone" not in names
-    usage = _ok(_run([str(tmp_path / "venv" / "bin" / "glance-info-api"), "--help"]))
-    assert "--config-file" in usage
+    assert {dist, "glance-store-ext"} <= names
+    assert not names & absent, names & absent
+    _ok(_run([python, "-c", imports]))
+    usage = _ok(_run([str(tmp_path / "venv" / "bin" / script), "--help"]))
+    assert usage_word in usage
 
 
 def test_cinder_side_next_to_upstream_glance_33(wheels, tmp_path):
