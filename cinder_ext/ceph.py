@@ -7,16 +7,22 @@ Nothing else in cinder_ext imports rados or rbd.
 """
 
 import contextlib
+import ctypes
+import datetime
 import errno as errno_mod
 import json
 import logging
 import math
+import socket
 import struct
 import threading
 import time
 
-import rados
-import rbd
+try:
+    import rados
+    import rbd
+except ImportError:  # Debian's python3-rados/-rbd are not on PyPI: connect() says so
+    rados = rbd = None
 
 from cinder_ext import exceptions as exc
 
@@ -30,8 +36,9 @@ _RELEASES = ("argonaut", "bobtail", "cuttlefish", "dumpling", "emperor", "firefl
 LUKS_MAGIC = b"LUKS\xba\xbe"
 
 # snapshot namespaces as snaps() reports them
-USER_NAMESPACE = rbd.RBD_SNAP_NAMESPACE_TYPE_USER
-TRASH_NAMESPACE = rbd.RBD_SNAP_NAMESPACE_TYPE_TRASH
+# (librbd's rbd_snap_namespace_type_t, fixed in its ABI: known without the bindings)
+USER_NAMESPACE = 0  # rbd.RBD_SNAP_NAMESPACE_TYPE_USER
+TRASH_NAMESPACE = 2  # rbd.RBD_SNAP_NAMESPACE_TYPE_TRASH
 
 
 def _describe(op, pool, image, snap=None):
@@ -50,6 +57,7 @@ class Cluster:
         self.timeout, self.retries, self.interval = timeout, max(0, retries), interval
         self.client = None
         self._ioctx = {}
+        self._watches = set()
 
     @property
     def who(self):
@@ -57,6 +65,9 @@ class Cluster:
 
     # -- connection ----------------------------------------------------------------
     def connect(self):
+        if rados is None:
+            raise exc.CephError("cannot connect to Ceph: the python rados and rbd modules are not "
+                                "installed (Debian's python3-rados and python3-rbd)", op="connect to")
         last = None
         for attempt in range(self.retries + 1):
             client = rados.Rados(rados_id=self.user, clustername=self.cluster_name,
@@ -79,6 +90,8 @@ class Cluster:
         raise self._translate(last, "connect to", None, None)
 
     def close(self):
+        for handle in list(self._watches):  # a lock left held: its watch goes with us
+            self.unwatch(handle)
         for ioctx in self._ioctx.values():
             ioctx.close()
         self._ioctx.clear()
@@ -438,6 +451,134 @@ class Cluster:
                 yield offset, data
                 offset = end
 
+    # -- lock objects: watch, notify, blocklist (clone.ObjectLock builds on these) ----------
+    # As librbd's exclusive lock: a holder watches the lock object; a holder that answers
+    # no notify is dead, and is blocklisted before its lock is broken.
+    @property
+    def instance_id(self):
+        """Our client's global id: the N of client.N in cls_lock and notify acks."""
+        return self.client.get_instance_id()
+
+    def create_object(self, pool, obj):
+        """Create an empty object unless it exists."""
+        with self._op("create object", pool, obj, write=True):
+            ioctx = self.ioctx(pool)
+            op = ioctx.create_write_op()
+            try:
+                op.new(rados.LIBRADOS_CREATE_IDEMPOTENT)
+                ioctx.operate_write_op(op, obj)
+            finally:
+                ioctx.release_write_op(op)
+
+    def watch(self, pool, obj, timeout=None):
+        """A watch on pool/obj (acks every notify; the OSD drops it `timeout` s after our
+        client stops pinging it). CephNotFound if the object does not exist."""
+        with self._op("watch", pool, obj, write=True):
+            handle = self.ioctx(pool).watch(obj, lambda *a: None, timeout=timeout)
+        self._watches.add(handle)
+        return handle
+
+    def watch_ok(self, handle):
+        """False if the OSD dropped the watch (its object was removed, a disconnect)."""
+        try:
+            handle.check()
+            return True
+        except rados.Error:
+            return False
+
+    def unwatch(self, handle):
+        self._watches.discard(handle)
+        try:
+            handle.close()
+        except rados.Error as e:  # gone with its object, or the connection: nothing to undo
+            LOG.debug("unwatch: %s", e)
+            # librados freed the watch anyway (rados_unwatch2 cancels it before it waits),
+            # but python-rados still holds its handle and unwatches it again when the object
+            # is collected: a use after free (seen: "corrupted double-linked list", SIGABRT,
+            # with the OSD down). So the object is never collected: one small leak per
+            # failed unwatch, instead of a corrupted heap.
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(handle))
+
+    def notify(self, pool, obj, timeout):
+        """Notify the watchers of pool/obj: ({gid of each that answered}, {gid of each that
+        did not within `timeout` s}). A missing object has no watchers."""
+        res = {}
+
+        def complete(_comp, ret, acks, timeouts):
+            res.update(ret=ret, acks=acks or [], timeouts=timeouts or [])
+        with self._op("notify watchers of", pool, obj):
+            comp = self.ioctx(pool).aio_notify(obj, complete, msg="", timeout_ms=int(timeout * 1000))
+            # a native wait (no threading.Event: under eventlet the callback's librados
+            # thread could not wake a green waiter); bounded by the notify timeout
+            comp.wait_for_complete_and_cb()
+        ret = res.get("ret") or 0
+        if ret < 0 and -ret not in (errno_mod.ETIMEDOUT, errno_mod.ENOENT):
+            raise self._translate(rados.OSError("notify", errno=-ret), "notify watchers of",
+                                  pool, obj)
+        return {a[0] for a in res.get("acks", [])}, {t[0] for t in res.get("timeouts", [])}
+
+    def blocklist(self, addr, expire):
+        """Fence a client: the OSDs refuse its every op from now on (`expire` seconds).
+        Returns once our client has the OSD map that carries the entry, so an op we send
+        next (breaking its lock) reaches OSDs that already refuse it."""
+        with self._op(f"blocklist {addr} in"):
+            self.client.blocklist_add(addr, expire)
+            self.client.wait_for_latest_osdmap()
+
+    def lock_info(self, pool, obj, name):
+        """Holders of lock `name` on pool/obj: [{'entity': (type, num), 'gid', 'cookie',
+        'addr', 'desc'}] and the object's version with it (None if it does not exist)."""
+        with self._op(f"read lock {name} on", pool, obj):
+            ioctx = self.ioctx(pool)
+            try:
+                ret, out = ioctx.execute(obj, "lock", "get_info",
+                                         _cls_header(_cls_string(name)), length=65536)
+            except rados.ObjectNotFound:
+                return [], None
+            version = ioctx.get_last_version()
+        return _decode_lock_info(out[:ret] if ret and ret > 0 else out), version
+
+    def list_objects(self, pool, prefix):
+        """Names of the objects of pool (default namespace) starting with prefix. A full
+        listing of the pool: for a periodic sweep, not for a request path."""
+        with self._op("list objects of", pool):
+            return sorted(o.key for o in self.ioctx(pool).list_objects() if o.key.startswith(prefix))
+
+    def has_data(self, pool, name):
+        """True if any object of the image itself was written (its parent not counted)."""
+        found = []
+        with self.image(pool, name, read_only=True, op="read") as img:
+            with self._op("read", pool, name):
+                img.diff_iterate(0, img.size(), None,
+                                 lambda off, ln, ex: found.append(1) if ex else None,
+                                 include_parent=False, whole_object=True)
+        return bool(found)
+
+    def remove_if_unlocked(self, pool, obj, name):
+        """Remove pool/obj if lock `name` has no holder, atomically: a lock taken after we
+        looked changes the object's version, and the removal is then refused. True if gone."""
+        holders, version = self.lock_info(pool, obj, name)
+        if version is None:
+            return True
+        if holders:
+            return False
+        with self._op("remove lock object", pool, obj, write=True):
+            ioctx = self.ioctx(pool)
+            op = ioctx.create_write_op()
+            try:
+                op.assert_version(version)
+                op.remove()
+                ioctx.operate_write_op(op, obj)
+                return True
+            except rados.ObjectNotFound:
+                return True
+            except rados.Error as e:
+                if abs(getattr(e, "errno", 0) or 0) in (errno_mod.ERANGE, errno_mod.EOVERFLOW):
+                    return False  # someone took it meanwhile: it is theirs to remove
+                raise
+            finally:
+                ioctx.release_write_op(op)
+
     # -- advisory locks (cls_lock), e.g. one upload per image id at a time ---------------
     # python-rados has lock/unlock but neither list_lockers nor break_lock: those two go
     # through the cls "lock" class directly (get_info / break_lock), encoded as Ceph does.
@@ -489,6 +630,85 @@ class Cluster:
                 pass
 
 
+    # -- purge (cinder_ext.delete): parents by snapshot, marks on trashed images ----------
+    def parent_snap(self, pool, name=None, image_id=None):
+        """The parent snapshot of a clone, None for an image that is no clone:
+        {'pool', 'image', 'image_id', 'snap', 'namespace', 'original'} where 'original' is
+        the snapshot's name before it moved to the trash namespace (else its name)."""
+        with self.image(pool, name, read_only=True, op="read parent of", image_id=image_id) as img:
+            with self._op("read parent of", pool, name or f"id:{image_id}"):
+                try:
+                    spec = img.get_parent_image_spec()
+                    parent_id = img.parent_id()
+                except rbd.ImageNotFound:
+                    return None
+        out = {"pool": spec["pool_name"], "image": spec["image_name"], "image_id": parent_id,
+               "snap": spec["snap_name"], "namespace": None, "original": spec["snap_name"]}
+        try:
+            snaps = self.snaps(spec["pool_name"], None, image_id=parent_id)
+        except exc.CephNotFound:
+            return out
+        for s in snaps:
+            if s["name"] == spec["snap_name"]:
+                out.update(namespace=s["namespace"], original=s["original"])
+        return out
+
+    def trash_list_all(self, pool):
+        """trash_list(), robust: pacific's binding raises IndexError on an entry whose
+        source it cannot name (migration, user_parent: a live migration anywhere in the
+        pool breaks every listing). Then read librbd's own directory, the rbd_trash
+        object's omap (id_<image id> -> TrashImageSpec: 6-byte header, source u8, name,
+        deletion and deferment end times), as librbd's trash_list does (without the
+        'removing' entries it hides)."""
+        try:
+            return self.trash_list(pool)
+        except IndexError:
+            pass
+        entries, after = [], ""
+        with self._op("list trash of", pool):
+            while True:
+                with rados.ReadOpCtx() as op:
+                    it, _ = self.ioctx(pool).get_omap_vals(op, after, "id_", 256)
+                    try:
+                        self.ioctx(pool).operate_read_op(op, "rbd_trash")
+                    except rados.ObjectNotFound:
+                        return entries
+                    page = list(it)
+                for key, value in page:
+                    entry = _decode_trash_spec(key[len("id_"):], value)
+                    if entry and entry["source"] != "REMOVING":
+                        entries.append(entry)
+                if len(page) < 256:
+                    return entries
+                after = page[-1][0]
+
+    def metadata_set_by_id(self, pool, image_id, key, value):
+        """Set image metadata on an image opened by id (one in the trash, say)."""
+        with self.image(pool, None, op="set metadata on", image_id=image_id) as img:
+            with self._op("set metadata on", pool, f"id:{image_id}", write=True):
+                img.metadata_set(key, value)
+
+_TRASH_SOURCES = ("USER", "MIRRORING", "MIGRATION", "REMOVING", "USER_PARENT")
+
+
+def _decode_trash_spec(image_id, buf):
+    """cls::rbd::TrashImageSpec -> a trash_list() entry; None if it cannot be read."""
+    try:
+        pos = 6  # ENCODE_START: version, compat, length
+        source = buf[pos]
+        (n,) = struct.unpack_from("<I", buf, pos + 1)
+        name = buf[pos + 5:pos + 5 + n].decode(errors="replace")
+        pos += 5 + n
+        dsec, _, esec, _ = struct.unpack_from("<IIII", buf, pos)
+    except (IndexError, struct.error):
+        return None
+    utc = datetime.timezone.utc
+    return {"id": image_id, "name": name,
+            "source": _TRASH_SOURCES[source] if source < len(_TRASH_SOURCES) else source,
+            "deletion_time": datetime.datetime.fromtimestamp(dsec, utc).replace(tzinfo=None),
+            "deferment_end_time": datetime.datetime.fromtimestamp(esec, utc).replace(tzinfo=None)}
+
+
 def _cls_string(text):
     data = text.encode()
     return struct.pack("<I", len(data)) + data
@@ -497,6 +717,54 @@ def _cls_string(text):
 def _cls_header(payload, version=1, compat=1):
     """ENCODE_START/ENCODE_FINISH framing: version, compat, length."""
     return struct.pack("<BBI", version, compat, len(payload)) + payload
+
+
+def _decode_addr(buf, pos):
+    """entity_addr_t (the marker-1 form the OSD records) -> ('ip:port/nonce', next pos)."""
+    if buf[pos] != 1:
+        return None, None
+    (length,) = struct.unpack_from("<I", buf, pos + 3)
+    start = pos + 7
+    _atype, nonce, salen = struct.unpack_from("<III", buf, start)
+    sa = buf[start + 12:start + 12 + salen]
+    family = struct.unpack_from("<H", sa, 0)[0] if len(sa) >= 2 else 0
+    port = struct.unpack_from(">H", sa, 2)[0] if len(sa) >= 4 else 0
+    if family == 2 and len(sa) >= 8:
+        ip = socket.inet_ntop(socket.AF_INET, sa[4:8])
+    elif family == 10 and len(sa) >= 24:
+        ip = "[" + socket.inet_ntop(socket.AF_INET6, sa[8:24]) + "]"
+    else:
+        ip = None
+    return (f"{ip}:{port}/{nonce}" if ip else None), start + length
+
+
+def _decode_lock_info(buf):
+    """cls_lock_get_info_reply -> [{'entity', 'gid', 'cookie', 'addr', 'desc'}]."""
+    pos = 6  # reply header
+    (count,) = struct.unpack_from("<I", buf, pos)
+    pos += 4
+    out = []
+    for _ in range(count):
+        pos += 6  # locker_id_t header
+        etype, enum = struct.unpack_from("<Bq", buf, pos)
+        pos += 9
+        (n,) = struct.unpack_from("<I", buf, pos)
+        cookie = buf[pos + 4:pos + 4 + n].decode(errors="replace")
+        pos += 4 + n
+        (info_len,) = struct.unpack_from("<I", buf, pos + 2)  # locker_info_t
+        info_end = pos + 6 + info_len
+        addr = desc = None
+        try:
+            addr, apos = _decode_addr(buf, pos + 6 + 8)  # after the expiration (utime_t)
+            if apos is not None:
+                (dlen,) = struct.unpack_from("<I", buf, apos)
+                desc = buf[apos + 4:apos + 4 + dlen].decode(errors="replace")
+        except (struct.error, IndexError, ValueError):
+            pass  # only the entity and cookie are needed to break it
+        pos = info_end
+        out.append({"entity": (etype, enum), "gid": enum, "cookie": cookie, "addr": addr,
+                    "desc": desc})
+    return out
 
 
 def _decode_lockers(buf):

@@ -20,6 +20,7 @@ is reported as done. One upload per image id runs at a time (ImageLock): a secon
 would take the first's clone for such a leftover.
 """
 
+import json
 import logging
 import os
 import socket
@@ -52,70 +53,187 @@ def clone_order(volume_stripe_unit, store_chunk_size):
     return order_for(size)
 
 
-# -- one upload per image id at a time ---------------------------------------------------
-# Two uploads to the same image id would each "recover" (remove) the other's clone.
-# A cls_lock named after the image id, on the Glance pool's rbd_directory object (so
-# nothing new is created in the pool, and a lock is one xattr, gone when released),
-# serialises them. The cookie names the holder (host, pid, process start time): a
-# holder on this host that is dead (a crash) has its lock broken at once; one on another
-# host that died loses it when the lease runs out.
-LOCK_OBJECT = "rbd_directory"
-LOCK_LEASE = 3600
+# -- locks, as librbd's exclusive lock does them ---------------------------------------------
+# Each lock is a cls_lock on a dedicated object of its own, rbd_clone_lock.<what>, in the
+# pool it guards: created by the first holder, removed by the last one to leave, so the
+# pool's rbd_directory (touched by every create, remove and `rbd ls`) is never involved.
+# A holder watches its lock object before it takes the lock, and keeps the watch while it
+# holds it: the watch is its lease, renewed by librados' own pings (not by a Python thread,
+# so a busy or eventlet-blocked process keeps it), and dropped by the OSD WATCH_TIMEOUT s
+# after its client stops pinging. A holder is alive if it answers a notify on the lock
+# object within NOTIFY_TIMEOUT s; one that does not (SIGKILLed: a watch nobody answers; or
+# gone: no watch at all) is blocklisted (fenced: the OSDs refuse its every op) and only
+# then its lock is broken. Nothing here looks at host names, pids or /proc: a holder in
+# another container with the same host name is alive exactly when it answers.
+LOCK_PREFIX = "rbd_clone_lock."
+LOCK_NAME = "rbd_clone_lock"   # the one cls_lock on each lock object
+NOTIFY_TIMEOUT = 5.0           # seconds a live holder gets to answer
+WATCH_TIMEOUT = 30             # seconds the OSD keeps the watch of a silent client
+BLOCKLIST_EXPIRE = 3600        # a fenced client instance never comes back anyway
+LOCK_LEASE = WATCH_TIMEOUT     # kept for callers that passed lease=
 
 
-class UploadInProgress(exc.CinderExtError):
-    """Another live upload holds the image id."""
+def lock_object(what):
+    """The lock object for `what` (an image id, or 'volume-<name>')."""
+    return LOCK_PREFIX + what
 
 
-def _proc_start(pid):
+UploadInProgress = exc.UploadInProgress
+VolumeLocked = exc.VolumeLocked
+
+
+def _who(holder):
+    """A holder in words: client.N at addr, and what its description says (for people)."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+        d = json.loads(holder.get("desc") or "{}")
+    except ValueError:
+        d = {}
+    detail = ", ".join(f"{k} {d[k]}" for k in ("op", "host", "pid") if d.get(k) is not None)
+    return f"client.{holder['gid']} at {holder.get('addr') or '?'}" + (f" ({detail})" if detail else "")
 
 
-def _holder_cookie():
-    pid = os.getpid()
-    return f"host={socket.gethostname()};pid={pid};start={_proc_start(pid)};nonce={os.urandom(4).hex()}"
+class ObjectLock:
+    """One holder's hold on pool/rbd_clone_lock.<what>; shared or exclusive."""
+
+    def __init__(self, ceph, pool, what, shared=False, op="upload"):
+        self.ceph, self.pool, self.obj = ceph, pool, lock_object(what)
+        self.shared, self.op = shared, op
+        self.watch = self.cookie = None
+
+    @property
+    def held(self):
+        return self.watch is not None
+
+    def _desc(self):
+        # for error messages only: liveness is the watch
+        return json.dumps({"op": self.op, "host": socket.gethostname(), "pid": os.getpid()})
+
+    def attempt(self):
+        """Take it: True; else the live holders ([] when the lock just went free or a dead
+        holder was broken: try again)."""
+        for _ in range(5):
+            self.ceph.create_object(self.pool, self.obj)
+            try:
+                # watch first: from the moment we hold the lock, we answer for it
+                watch = self.ceph.watch(self.pool, self.obj, timeout=WATCH_TIMEOUT)
+            except exc.CephNotFound:
+                continue  # the last holder removed it between our create and our watch
+            cookie = f"{self.ceph.instance_id}.{watch.get_id()}.{os.urandom(4).hex()}"
+            try:
+                taken = self.ceph.try_lock(self.pool, self.obj, LOCK_NAME, cookie,
+                                           desc=self._desc(), shared=self.shared)
+            except BaseException:
+                self.ceph.unwatch(watch)
+                raise
+            if taken and self.ceph.watch_ok(watch):
+                self.watch, self.cookie = watch, cookie
+                return True
+            if taken:
+                # the last holder removed the object between our watch and our lock (our
+                # lock made it anew): without the watch we would look dead; start over
+                self.ceph.unlock(self.pool, self.obj, LOCK_NAME, cookie)
+                self.ceph.unwatch(watch)
+                self._tidy()
+                continue
+            self.ceph.unwatch(watch)
+            return self._live_holders()
+        return []
+
+    def _live_holders(self):
+        holders, _ = self.ceph.lock_info(self.pool, self.obj, LOCK_NAME)
+        if not holders:
+            return []
+        acked, _silent = self.ceph.notify(self.pool, self.obj, NOTIFY_TIMEOUT)
+        live = []
+        for h in holders:
+            if h["gid"] in acked:
+                live.append(h)
+                continue
+            if not h.get("addr"):
+                LOG.warning("%s/%s: holder %s answers no notify but has no address to "
+                            "blocklist; leaving its lock", self.pool, self.obj, _who(h))
+                live.append(h)
+                continue
+            try:
+                # fence first: a holder that is only slow must not act after we break in
+                self.ceph.blocklist(h["addr"], BLOCKLIST_EXPIRE)
+            except exc.CephError as e:
+                LOG.warning("%s/%s: cannot blocklist silent holder %s (%s); leaving its lock",
+                            self.pool, self.obj, _who(h), e)
+                live.append(h)
+                continue
+            LOG.warning("%s/%s: breaking the lock of a dead process %s: it answered no notify "
+                        "within %s s; blocklisted", self.pool, self.obj, _who(h), NOTIFY_TIMEOUT)
+            self.ceph.break_lock(self.pool, self.obj, LOCK_NAME,
+                                 (h["entity"][0], h["entity"][1], h["cookie"]))
+        return live
+
+    def _tidy(self):
+        """Remove the lock object if nobody holds it (the last one out removes it)."""
+        try:
+            self.ceph.remove_if_unlocked(self.pool, self.obj, LOCK_NAME)
+        except exc.CinderExtError as e:
+            LOG.warning("%s/%s: removing the free lock object failed: %s", self.pool, self.obj, e)
+
+    def release(self):
+        if self.watch is None:
+            return
+        watch, self.watch = self.watch, None
+        try:
+            self.ceph.unlock(self.pool, self.obj, LOCK_NAME, self.cookie)
+        except exc.CinderExtError as e:
+            # fenced, or Ceph away: without our watch the lock is a dead holder's, which the
+            # next taker (or purge's reap_lock_objects) breaks; no more calls to wait on
+            LOG.warning("%s/%s: releasing the lock failed: %s", self.pool, self.obj, e)
+            self.ceph.unwatch(watch)
+            return
+        self.ceph.unwatch(watch)
+        self._tidy()
 
 
-def _holder_dead(cookie):
-    fields = dict(kv.split("=", 1) for kv in cookie.split(";") if "=" in kv)
-    if fields.get("host") != socket.gethostname() or not fields.get("pid", "").isdigit():
-        return False  # another host's: only its lease can tell
-    return _proc_start(int(fields["pid"])) != fields.get("start")
+def reap_lock_objects(ceph, pool):
+    """Remove the lock objects of pool that dead holders left (a holder killed while it held
+    a lock that nobody takes again: an upload to an image Cinder then deleted): each is
+    taken and released, which breaks (after blocklisting) a silent holder's lock and removes
+    the object. Live holders keep theirs. Returns the objects removed. Lists the whole pool:
+    for purge, not for an upload."""
+    removed = []
+    for obj in ceph.list_objects(pool, LOCK_PREFIX):
+        lock = ObjectLock(ceph, pool, obj[len(LOCK_PREFIX):], shared=False, op="purge")
+        try:
+            for _ in range(3):  # [] : a dead holder was just broken, take it now
+                got = lock.attempt()
+                if got is True:
+                    lock.release()
+                    removed.append(f"{pool}/{obj}")
+                if got:
+                    break
+        except exc.CinderExtError as e:
+            LOG.warning("%s/%s: %s", pool, obj, e)
+    return removed
 
 
+# -- one upload per image id at a time ---------------------------------------------------
+# Two uploads to the same image id would each "recover" (remove) the other's clone: an
+# exclusive lock on rbd_clone_lock.<image id> in the Glance pool serialises them.
 class ImageLock:
-    def __init__(self, ceph, pool, image_id, lease=LOCK_LEASE):
-        self.ceph, self.pool, self.image_id, self.lease = ceph, pool, image_id, lease
-        self.name = f"cinder-rbd-clone.upload.{image_id}"
-        self.cookie = _holder_cookie()
+    def __init__(self, ceph, pool, image_id, lease=None):
+        self.ceph, self.pool, self.image_id = ceph, pool, image_id
+        self.lock = ObjectLock(ceph, pool, image_id, shared=False, op="upload")
 
     def __enter__(self):
-        for _ in range(3):  # a broken stale lock can be retaken by a racer: then it is theirs
-            if self.ceph.try_lock(self.pool, LOCK_OBJECT, self.name, self.cookie,
-                                  desc="upload volume to image", duration=self.lease):
+        for _ in range(3):  # a broken dead lock can be retaken by a racer: then it is theirs
+            got = self.lock.attempt()
+            if got is True:
                 return self
-            holders = self.ceph.lock_holders(self.pool, LOCK_OBJECT, self.name)
-            live = [h for h in holders if not _holder_dead(h[2])]
-            if live:
-                who = dict(kv.split("=", 1) for kv in live[0][2].split(";") if "=" in kv)
+            if got:
                 raise UploadInProgress(
-                    f"image {self.image_id}: another upload to it is in progress (pid "
-                    f"{who.get('pid', '?')} on {who.get('host', '?')}); not touching it")
-            for h in holders:
-                LOG.warning("image %s: breaking the upload lock of a dead process (%s)",
-                            self.image_id, h[2])
-                self.ceph.break_lock(self.pool, LOCK_OBJECT, self.name, h)
+                    f"image {self.image_id}: another upload to it is in progress "
+                    f"({_who(got[0])}); not touching it")
         raise UploadInProgress(f"image {self.image_id}: could not take the upload lock")
 
     def __exit__(self, *a):
-        try:
-            self.ceph.unlock(self.pool, LOCK_OBJECT, self.name, self.cookie)
-        except exc.CinderExtError as e:  # the lease ends it; the result stands
-            LOG.warning("image %s: releasing the upload lock failed: %s", self.image_id, e)
+        self.lock.release()
 
 
 # -- an upload and a delete of the same volume ---------------------------------------------
@@ -124,59 +242,39 @@ class ImageLock:
 # or removing it. So a delete never takes an upload's snapshot for a stale one nor removes
 # a volume being read, and an upload never starts on a volume a delete has taken. Once
 # the clone exists the upload lets go: a delete then finds a dependent and trashes the
-# volume in constant time. Same object and dead-holder handling as ImageLock.
+# volume in constant time. The lock object is rbd_clone_lock.<volume name> in the volume's
+# pool (volume-<uuid>: no clash with an image id).
 VOLUME_LOCK_WAIT = 10.0  # seconds: the snapshot + clone window is far shorter
 
 
-class VolumeLocked(exc.CinderExtError):
-    """An upload (shared) or a delete (exclusive) of the volume did not let go in time."""
-
-
-def _who(cookie):
-    fields = dict(kv.split("=", 1) for kv in cookie.split(";") if "=" in kv)
-    return (f"{fields.get('op', 'an operation')} (pid {fields.get('pid', '?')} on "
-            f"{fields.get('host', '?')})")
-
-
 class VolumeLock:
-    def __init__(self, ceph, pool, volume, shared, wait=VOLUME_LOCK_WAIT, lease=LOCK_LEASE):
+    def __init__(self, ceph, pool, volume, shared, wait=VOLUME_LOCK_WAIT, lease=None):
         self.ceph, self.pool, self.volume = ceph, pool, volume
-        self.shared, self.wait, self.lease = shared, wait, lease
-        self.name = f"cinder-rbd-clone.volume.{volume}"
-        self.cookie = _holder_cookie() + (";op=upload" if shared else ";op=delete")
-        self.held = False
+        self.shared, self.wait = shared, wait
+        self.lock = ObjectLock(ceph, pool, volume, shared=shared,
+                               op="upload" if shared else "delete")
+
+    @property
+    def held(self):
+        return self.lock.held
 
     def __enter__(self):
         if self.held:  # volume_lock_for_upload() took it; `with` enters it again
             return self
         deadline = time.monotonic() + self.wait
         while True:
-            if self.ceph.try_lock(self.pool, LOCK_OBJECT, self.name, self.cookie,
-                                  desc="upload" if self.shared else "delete",
-                                  duration=self.lease, shared=self.shared):
-                self.held = True
+            got = self.lock.attempt()
+            if got is True:
                 return self
-            holders = self.ceph.lock_holders(self.pool, LOCK_OBJECT, self.name)
-            live = [h for h in holders if not _holder_dead(h[2])]
-            for h in holders:
-                if h not in live:
-                    LOG.warning("volume %s/%s: breaking the lock of a dead process (%s)",
-                                self.pool, self.volume, h[2])
-                    self.ceph.break_lock(self.pool, LOCK_OBJECT, self.name, h)
-            if live and time.monotonic() >= deadline:
-                raise VolumeLocked(f"volume {self.pool}/{self.volume}: {_who(live[0][2])} of it "
-                                   f"is in progress")
-            if live:
+            if got and time.monotonic() >= deadline:
+                what = json.loads(got[0].get("desc") or "{}").get("op", "an operation")
+                raise VolumeLocked(f"volume {self.pool}/{self.volume}: {what} of it is in "
+                                   f"progress ({_who(got[0])})")
+            if got:
                 time.sleep(0.1)
 
     def __exit__(self, *a):
-        if not self.held:
-            return
-        self.held = False
-        try:
-            self.ceph.unlock(self.pool, LOCK_OBJECT, self.name, self.cookie)
-        except exc.CinderExtError as e:  # the lease ends it; the result stands
-            LOG.warning("volume %s/%s: releasing the lock failed: %s", self.pool, self.volume, e)
+        self.lock.release()
 
 
 def volume_lock_for_upload(ceph, pool, volume):
@@ -238,11 +336,36 @@ class CloneUpload:
         except exc.CephNotFound:
             return False
         parent = info["parent"]
+        if not parent and self._half_made():
+            LOG.warning("%s/%s: the remains of a clone interrupted inside librbd (no parent, no "
+                        "snapshot, no data, image queued): removing them", self.ipool, self.image_id)
+            return True
         if not parent or (parent["pool"], parent["image"]) != (self.vpool, self.volume):
             raise exc.CloneFailed(
                 f"{self.ipool}/{self.image_id} already exists and is not a clone of "
                 f"{self.vpool}/{self.volume}; left untouched", reason="target-exists")
         return True
+
+    def _half_made(self):
+        """librbd's clone creates the child, then attaches its parent: an upload killed in
+        between leaves <image id> with no parent. Ours (we hold the image id's lock) when
+        nothing was written to it and Glance still has the image queued with no location
+        (Glance's own upload marks it saving before it creates the RBD image)."""
+        if self.ceph.snaps(self.ipool, self.image_id) or self.ceph.has_data(self.ipool, self.image_id):
+            return False
+        try:
+            image = self.glance.get_image(self.image_id)
+        except exc.GlanceError:
+            return False
+        return (image.get("status") == "queued" and not image.get("locations")
+                and not image.get("direct_url"))
+
+    def _half_made_name(self):
+        try:
+            image = self.glance.get_image(self.image_id)
+        except exc.GlanceError:
+            return False
+        return image.get("status") == "queued" and not image.get("locations")
 
     def _remove_clone(self):
         # the snapshot glance_store would unprotect on delete, then the clone;
@@ -313,8 +436,19 @@ class CloneUpload:
                     faults.point("clone.volume_snapshot_protected")
             with self.timer.step("clone"):
                 order = clone_order(vinfo["stripe_unit"], self.target.chunk_size)
-                self.ceph.clone(self.vpool, self.volume, self.vsnap, self.ipool, self.image_id,
-                                order=order, features=self.ceph.default_features())
+                try:
+                    self.ceph.clone(self.vpool, self.volume, self.vsnap, self.ipool, self.image_id,
+                                    order=order, features=self.ceph.default_features())
+                except exc.CephExists:
+                    # an upload killed while librbd created the name left remains that do
+                    # not even open (recover() saw no image): remove them, clone once more
+                    if self.ceph.exists(self.ipool, self.image_id) or not self._half_made_name():
+                        raise
+                    LOG.warning("%s/%s: removing the remains of an interrupted clone",
+                                self.ipool, self.image_id)
+                    self.ceph.remove(self.ipool, self.image_id)
+                    self.ceph.clone(self.vpool, self.volume, self.vsnap, self.ipool, self.image_id,
+                                    order=order, features=self.ceph.default_features())
                 # removing the clone must precede the volume snapshot's removal
                 undo.append(("remove clone", self._remove_clone))
                 faults.point("clone.cloned")
@@ -340,7 +474,7 @@ class CloneUpload:
         except Exception as e:
             # the request may have reached Glance although we saw an error (a timeout, a
             # 5xx from a proxy in front of it): let its task finish, and keep a success
-            if registered and self._registered_after_all():
+            if registered and not self._refused(e) and self._registered_after_all():
                 LOG.warning("image %s: Glance registered %s despite an error (%s)",
                             self.image_id, self.location.url, e)
                 return self.result(api=api or "task")
@@ -375,14 +509,52 @@ class CloneUpload:
         try:
             self.glance.wait_location_tasks(self.image_id, self.active_timeout)
             image = self.glance.get_image(self.image_id)
-        except exc.GlanceError:
-            return False
+        except exc.GlanceError as e:
+            # the tasks could not be listed (or Glance is away): our request may still run
+            # there, so watch the image itself, within the same bound
+            LOG.warning("image %s: %s; watching the image instead", self.image_id, e)
+            image = self._poll_image()
+            if image is None:
+                return False
+        return image.get("status") == "active" and self._holds_our_location(image)
+
+    def _poll_image(self):
+        """The image once it is active or can no longer become so, else (bound passed) its
+        last state; None when Glance does not answer (each call is bounded by its request
+        timeout: a Glance that is down costs one call, not the whole bound)."""
+        deadline = time.monotonic() + self.active_timeout
+        while True:
+            try:
+                image = self.glance.get_image(self.image_id)
+            except exc.GlanceError as e:
+                LOG.warning("image %s: %s", self.image_id, e)
+                return None
+            if image.get("status") not in ("queued", "importing", "saving"):
+                return image
+            if time.monotonic() >= deadline:
+                return image
+            time.sleep(min(getattr(self.glance, "poll_interval", 1.0) or 1.0,
+                           max(0.0, deadline - time.monotonic())))
+
+    def _holds_our_location(self, image):
         urls = {loc.get("url") for loc in image.get("locations") or []}
-        return image.get("status") == "active" and (
-            self.location.url in urls or image.get("direct_url") == self.location.url)
+        return self.location.url in urls or image.get("direct_url") == self.location.url
+
+    @staticmethod
+    def _refused(error):
+        """A definite no from Glance to this attempt's location: its location task failed,
+        or the add-location request was answered 4xx (processed and refused; unlike a
+        timeout or a 5xx, after which it may still run)."""
+        if isinstance(error, exc.LocationRefused):
+            return True
+        return (isinstance(error, exc.GlanceError) and error.status is not None
+                and 400 <= error.status < 500 and (error.op or "").startswith("add location"))
 
     def _safe_to_roll_back(self, error):
-        """After a registration attempt: roll back only if Glance does not hold our location."""
+        """After a registration attempt: roll back only if Glance is known not to hold, nor
+        to be registering, our location. Anything unknown keeps the clone (a retry, or the
+        reconciler, settles it): removing a clone Glance then registers would leave an
+        active image without its data."""
         try:
             image = self.glance.get_image(self.image_id)
         except exc.GlanceNotFound:
@@ -391,8 +563,27 @@ class CloneUpload:
             return False
         if image.get("status") != "queued":
             return False
-        urls = {loc.get("url") for loc in image.get("locations") or []}
-        return self.location.url not in urls and image.get("direct_url") != self.location.url
+        if self._holds_our_location(image):
+            return False
+        if self._refused(error):
+            return True  # Glance said no to this attempt: nothing will register it
+        if image.get("os_glance_import_task"):
+            # Glance's import lock: a location (or data) import holds the image
+            LOG.warning("image %s: import task %s holds it; keeping the clone", self.image_id,
+                        image["os_glance_import_task"])
+            return False
+        try:
+            tasks = self.glance.image_tasks_strict(self.image_id)
+        except AttributeError:  # a Glance client without it cannot tell: unknown
+            LOG.warning("image %s: cannot list its tasks; keeping the clone", self.image_id)
+            return False
+        except exc.GlanceError as e:
+            LOG.warning("image %s: %s; keeping the clone (a location task may be running)",
+                        self.image_id, e)
+            return False
+        running = [t for t in tasks if t.get("type") == "location_import"
+                   and t.get("status") in ("pending", "processing")]
+        return not running
 
     @staticmethod
     def _undo(undo):

@@ -6,7 +6,7 @@ Every reason is one of the constants below, stable for logs, JSON results and te
 
 import dataclasses
 
-from glance_store_ext.contract import ContractError, validate_stores_detail
+from glance_store_ext.contract import ContractError, read_rbd_store, read_stores_detail
 
 # reasons, in the order the checks run
 OPTION_DISABLED = "optimization-disabled"
@@ -81,16 +81,22 @@ def decide(enabled, stores_detail, volume, image, local_fsid, requested_store=No
         return Copy(OPTION_DISABLED, "enable_clone_optimization is off")
     if stores_detail is None:
         return Copy(STORES_UNAVAILABLE, stores_error or "stores detail not fetched")
+    # a tolerant reader: only what is read below is checked, unknown fields are ignored
+    # (a field Glance adds to any store must not turn every upload into a copy)
     try:
-        validate_stores_detail(stores_detail)
+        read_stores_detail(stores_detail)
     except ContractError as e:
         return Copy(STORES_INVALID, str(e))
     store = pick_store(stores_detail["stores"], requested_store)
     if store is None:
         return Copy(STORE_NOT_FOUND, f"Glance has no store {requested_store!r}" if requested_store
                     else "Glance reports no default store")
-    if store["type"] != "rbd":
-        return Copy(STORE_NOT_RBD, f"store {store['id']!r} is of type {store['type']!r}")
+    if store.get("type") != "rbd":
+        return Copy(STORE_NOT_RBD, f"store {store['id']!r} is of type {store.get('type')!r}")
+    try:
+        read_rbd_store(store, stores_detail["stores"].index(store))
+    except ContractError as e:
+        return Copy(STORES_INVALID, str(e))
     props = store["properties"]
     if not props.get("fsid"):
         return Copy(STORE_FSID_UNKNOWN, f"store {store['id']!r} does not report its Ceph fsid")

@@ -91,3 +91,18 @@ class CreateFailed(CinderExtError):
     def __init__(self, message, cleaned=True):
         super().__init__(message)
         self.cleaned = cleaned
+
+
+class UploadInProgress(CinderExtError):
+    """Another live upload to the same image id holds its lock; nothing was done."""
+
+
+class VolumeLocked(VolumeBusy):
+    """An upload (shared) or a delete (exclusive) of the volume holds its lock and did not let
+    go in time, or a delete removed the volume first; nothing was changed. A VolumeBusy: a
+    delete that meets it must leave the volume as it was (Cinder: VolumeIsBusy)."""
+
+
+class LocationRefused(GlanceError):
+    """Glance's location task for this attempt's location ended in failure: the location
+    will not be registered (a definite answer, unlike a timeout or a 5xx)."""

@@ -14,6 +14,7 @@ from cinder_ext import clone as clone_mod
 from cinder_ext import copy as copy_mod
 from cinder_ext import decision
 from cinder_ext import exceptions as exc
+from cinder_ext.depth import clone_depth
 from cinder_ext.glance import Glance
 
 LOG = logging.getLogger(__name__)
@@ -70,7 +71,6 @@ def upload_volume(conf, backend, volume, image_id, store_id=None, encrypted=None
                     stores = glance.stores_detail()
                 except exc.GlanceError as e:
                     stores_error = str(e)
-                from cinder_ext.create import clone_depth  # create imports this module
                 # hops above the volume, through the Glance pool too (issue 7: chains)
                 depth = clone_depth(cluster, pool, name)
         vol = decision.Volume(name, encrypted=encrypted)

@@ -18,6 +18,7 @@ import jsonschema
 __all__ = [
     "ContractError", "STORES_SCHEMA", "STORES_DETAIL_SCHEMA", "PROPERTY_SCHEMAS",
     "validate_stores", "validate_stores_detail", "RBDLocation",
+    "STORES_DETAIL_READER_SCHEMA", "RBD_READER_SCHEMA", "read_stores_detail", "read_rbd_store",
 ]
 
 
@@ -128,7 +129,7 @@ def _validate(schema, doc, what):
         if store["id"] in seen:
             raise ContractError(f"{what}: $.stores[{i}].id: duplicate store id {store['id']!r}")
         seen.add(store["id"])
-        defaults += "default" in store
+        defaults += store.get("default") == "true"
         if defaults > 1:
             raise ContractError(f"{what}: $.stores[{i}].default: more than one store is the default")
     return doc
@@ -142,6 +143,69 @@ def validate_stores(doc):
 def validate_stores_detail(doc):
     """Check a ``GET /v2/info/stores/detail`` body; returns it, or raises ContractError naming the JSON path."""
     return _validate(STORES_DETAIL_SCHEMA, doc, "stores detail")
+
+
+# -- the tolerant reader (the Cinder side) -------------------------------------------------
+# The schemas above are what our service writes (its tests hold it to them). A reader
+# checks only what it uses and ignores the rest, as Glance's own clients do: the day
+# Glance adds a field to a store, uploads must keep cloning. What the decision reads:
+# each store's id (and default, type) to pick one, then the picked rbd store's pool,
+# chunk_size, fsid and user.
+STORES_DETAIL_READER_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "GET /v2/info/stores/detail, as the Cinder side reads it",
+    "type": "object",
+    "required": ["stores"],
+    "properties": {
+        "stores": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id"],
+                "properties": {
+                    "id": {"type": "string", "minLength": 1},
+                    "type": {"type": "string"},
+                    "properties": {"type": "object"},
+                },
+            },
+        },
+    },
+}
+
+RBD_READER_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "an rbd store of GET /v2/info/stores/detail, as the Cinder side reads it",
+    "type": "object",
+    "required": ["id", "type", "properties"],
+    "properties": {
+        "properties": {
+            "type": "object",
+            "required": ["pool", "chunk_size"],
+            "properties": {
+                "pool": {"type": "string", "minLength": 1},
+                "chunk_size": {"type": "integer", "minimum": 0},
+                "fsid": _STRING_OR_NULL,
+                "user": _STRING_OR_NULL,
+            },
+        },
+    },
+}
+
+
+def read_stores_detail(doc):
+    """Check what a reader of ``GET /v2/info/stores/detail`` uses (each store's id, at most
+    one default); unknown fields anywhere are ignored. Returns doc or raises ContractError."""
+    return _validate(STORES_DETAIL_READER_SCHEMA, doc, "stores detail")
+
+
+def read_rbd_store(store, index=None):
+    """Check the fields of one rbd store that a clone needs; the rest is ignored."""
+    error = jsonschema.exceptions.best_match(_validator(RBD_READER_SCHEMA).iter_errors(store))
+    if error is not None:
+        where = f"$.stores[{index}]" if index is not None else "$"
+        path = error.json_path[1:] if error.json_path.startswith("$") else error.json_path
+        raise ContractError(f"stores detail: {where}{path}: {error.message}")
+    return store
 
 
 _RBD_PREFIX = "rbd://"

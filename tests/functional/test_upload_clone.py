@@ -164,3 +164,39 @@ def test_cli_names_a_missing_volume_in_one_line(cinder_env):
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert f"{env.vpool}/volume-missing: not found" in proc.stderr
+
+
+def test_retry_removes_the_remains_of_a_clone_killed_inside_librbd(cinder_env):
+    """librbd's clone creates <image id>, then attaches its parent: a kill in between leaves
+    an image with no parent, no snapshot and no data (issue 15, finding 5: the retry used to
+    take it for a foreign image and copy, and Glance then failed on the taken name). Made
+    here as exactly that state: an empty image of the name, created as Cinder's user."""
+    import rbd
+    env = cinder_env
+    vol = env.volume(16 * MiB)
+    sha, image_id, before = env.volume_sha(vol), env.image(), env.pool_state()
+    rbd.RBD().create(env.io[env.ipool], image_id, 16 * MiB, old_format=False)
+    result = env.upload(env.conf(), vol, image_id)
+    assert result["method"] == "clone", result
+    assert f"{env.ipool}/{image_id}" in result["recovered"]
+    assert env.image_sha(image_id) == sha
+    _expect_clone_state(env, vol, image_id, before)
+
+
+def test_an_image_of_the_name_with_data_is_not_taken_for_remains(cinder_env):
+    """Written to: not the remains of our clone; left untouched, the upload copies... and
+    Glance refuses the taken name: one clear error, the image untouched."""
+    import rbd
+    env = cinder_env
+    vol = env.volume(16 * MiB)
+    image_id = env.image()
+    rbd.RBD().create(env.io[env.ipool], image_id, 16 * MiB, old_format=False)
+    with rbd.Image(env.io[env.ipool], image_id) as img:
+        img.write(b"x" * 4096, 0)
+    try:
+        with pytest.raises(Exception):
+            env.upload(env.conf(), vol, image_id)
+        with rbd.Image(env.io[env.ipool], image_id, read_only=True) as img:
+            assert img.read(0, 4096) == b"x" * 4096
+    finally:
+        rbd.RBD().remove(env.io[env.ipool], image_id)

@@ -21,7 +21,8 @@ import pytest
 
 from tests.cinder_fixtures import *  # noqa: F401,F403  (fixtures)
 from tests.cinder_fixtures import MiB
-from cinder_ext import faults
+from cinder_ext import clone, faults
+from cinder_ext.ceph import Cluster
 from cinder_ext.clone import VOLUME_LOCK_WAIT
 from tests.functional.test_upload_faults import PAUSE_RUNNER, Paused, _one_line_error
 
@@ -183,13 +184,25 @@ def test_two_uploads_racing_to_the_same_image(cinder_env, reliability):
 
 # -- an upload racing a delete of the same volume (clone.VolumeLock) ----------------------
 
-def _still_waiting(proc, seconds=1.0):
-    """True if proc is still running after `seconds` (blocked on the volume lock)."""
-    try:
-        proc.wait(timeout=seconds)
-    except subprocess.TimeoutExpired:
-        return True
-    return False
+def _waits_on_the_lock(env, waiter, holder, volume, op, seconds=1.0):
+    """The waiter is blocked by the volume's lock itself: the volume's lock object exists
+    and its one locker is the paused holder's process (op and pid in its description);
+    after `seconds` the waiter still runs, the holder still holds, and the volume is as it
+    was. Returns the reason it is not, or None."""
+    with Cluster(env.cluster.conf, "admin") as admin:
+        for _ in range(2):
+            holders, _version = admin.lock_info(env.vpool, clone.lock_object(volume), clone.LOCK_NAME)
+            described = [json.loads(h.get("desc") or "{}") for h in holders]
+            if [(d.get("op"), d.get("pid")) for d in described] != [(op, holder.proc.pid)]:
+                return f"the lock of {volume} is held by {described}, not the paused {op}"
+            try:
+                waiter.wait(timeout=seconds)
+                return f"the waiter ended with {waiter.returncode} while the lock was held"
+            except subprocess.TimeoutExpired:
+                pass
+        if volume not in env.pool_state()[env.vpool]["images"]:
+            return f"{volume} changed while its lock was held"
+    return None
 
 
 def _upload_won(env, glance, conf, vol, sha, image_id, before, upload, delete, reliability):
@@ -253,7 +266,8 @@ def test_upload_racing_a_delete_of_the_same_volume(cinder_env, glance_peer, tmp_
         upload = Paused(tmp_path, conf, vol, image_id, at="clone.volume_snapshot_created")
         upload.wait_reached()
         delete = _spawn_delete(conf, vol)
-        assert _still_waiting(delete), delete.communicate()  # it waits for the clone
+        blocked = _waits_on_the_lock(env, delete, upload, vol, "upload")  # it waits for the clone
+        assert blocked is None, (blocked, delete.communicate() if delete.poll() is not None else "")
         ucode, uout, uerr, _ = upload.go()
         dout, derr = delete.communicate(timeout=BOUND)
         _upload_won(env, glance_peer, conf, vol, sha, image_id, before, (ucode, uout, uerr),
@@ -265,7 +279,8 @@ def test_upload_racing_a_delete_of_the_same_volume(cinder_env, glance_peer, tmp_
         delete = PausedDelete(tmp_path, conf, vol, at="delete.inspected")
         delete.wait_reached()
         upload = _spawn(conf, vol, image_id)
-        assert _still_waiting(upload), upload.communicate()  # it waits for the delete
+        blocked = _waits_on_the_lock(env, upload, delete, vol, "delete")  # it waits for the delete
+        assert blocked is None, (blocked, upload.communicate() if upload.poll() is not None else "")
         dcode, dout, derr, _ = delete.go()
         uout, uerr = upload.communicate(timeout=BOUND)
         _delete_won(env, vol, image_id, before, (upload.returncode, uout, uerr),

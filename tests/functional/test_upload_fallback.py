@@ -137,6 +137,29 @@ def test_stores_detail_malformed_copies(cinder_env, glance_proxy):
     _expect_copy_state(env, vol, image_id, before)
 
 
+def test_stores_detail_with_unknown_fields_still_clones(cinder_env, glance_proxy):
+    """A newer Glance adds fields at the top, to every store and to every store's
+    properties: the Cinder side reads what it needs and clones (a tolerant reader)."""
+    env = cinder_env
+    vol = env.volume(16 * MiB)
+    sha, image_id = env.volume_sha(vol), env.image()
+
+    def add_fields(status, body):
+        doc = json.loads(body)
+        doc["pagination"] = {"next": None}
+        for store in doc["stores"]:
+            store["encryption"] = {"enabled": False}
+            store["properties"]["a_new_property"] = [1, "two"]
+        return status, json.dumps(doc).encode()
+    glance_proxy.rewrite["/v2/info/stores/detail"] = add_fields
+    proc = env.cli("--config-file", env.conf(glance_url=glance_proxy.url), "upload", vol, image_id)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["method"] == "clone", result
+    assert env.get_image(image_id)["status"] == "active"
+    assert env.image_sha(image_id) == sha
+
+
 def test_store_in_other_cluster_copies(cinder_env, glance_proxy):
     env = cinder_env
     vol = env.volume(32 * MiB)

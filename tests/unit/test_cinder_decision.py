@@ -44,7 +44,8 @@ def test_named_store_wins_over_default():
 @pytest.mark.parametrize("kwargs, reason", [
     (dict(enabled=False), d.OPTION_DISABLED),
     (dict(error="get stores detail: Glance answered 403: forbidden"), d.STORES_UNAVAILABLE),
-    (dict(detail={"stores": [{"id": "x"}]}), d.STORES_INVALID),
+    (dict(detail={"stores": [{"type": "rbd", "default": "true"}]}), d.STORES_INVALID),  # no id
+    (dict(detail={"stores": [{"id": "x"}]}), d.STORE_NOT_FOUND),  # tolerated: not a default
     (dict(detail={"stores": "nope"}), d.STORES_INVALID),
     (dict(detail=[]), d.STORES_INVALID),
     (dict(store="nowhere"), d.STORE_NOT_FOUND),
@@ -116,3 +117,50 @@ def test_depth_is_checked_after_the_other_reasons():
     # a non-queued image keeps its reason (the upload's resume check relies on it)
     result = _at_depth(7, 2, image=dict(IMAGE, status="active"))
     assert result.reason == d.IMAGE_NOT_QUEUED
+
+
+def _with_unknown_fields(doc):
+    # what a newer Glance might add: a field at the top, on every store, in every properties
+    doc["next_release_field"] = {"anything": [1, 2]}
+    for i, store in enumerate(doc["stores"]):
+        store["encryption"] = {"kms": "barbican"}
+        store["weight"] = "heavy"   # even a known field of an unexpected type: not read
+        store["properties"][f"new_property_{i}"] = None
+        store["properties"]["rbd_store_ceph_conf_hint"] = ["x"]
+    doc["stores"].append({"id": "future", "type": "quantum", "properties": {"qubits": 7},
+                          "weight": 0, "tier": 1})
+    doc["stores"].append({"id": "bare-minimum"})
+    return doc
+
+
+def test_unknown_fields_everywhere_still_clone():
+    # finding 7: a tolerant reader, as Glance's own clients read the stores detail
+    assert decide(detail=_with_unknown_fields(stores())) == decide()
+
+
+def test_unknown_fields_do_not_hide_what_is_read():
+    doc = _with_unknown_fields(stores())
+    doc["stores"][1]["properties"]["pool"] = 7
+    result = decide(detail=doc)
+    assert result.reason == d.STORES_INVALID and "pool" in result.detail
+
+
+def test_another_store_malformed_is_not_read():
+    # the file store lacks what the strict contract requires: the rbd default still clones
+    doc = stores()
+    doc["stores"][0]["properties"] = {}
+    assert decide(detail=doc) == decide()
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda doc: doc["stores"][1].update(id=""),
+    lambda doc: doc["stores"][0].update(id="ceph"),
+    lambda doc: doc["stores"][0].update(default="true"),
+    lambda doc: doc["stores"][1]["properties"].pop("chunk_size"),
+    lambda doc: doc["stores"][1]["properties"].update(fsid=7),
+    lambda doc: doc["stores"][1].pop("properties"),
+])
+def test_what_is_read_is_still_checked(mutate):
+    doc = stores()
+    mutate(doc)
+    assert decide(detail=doc).reason == d.STORES_INVALID

@@ -1,0 +1,279 @@
+"""The upload and volume locks, as librbd's exclusive lock does them (issue 15, finding 4).
+
+Each lock is a cls_lock on its own object rbd_clone_lock.<what>, gone once the last
+holder leaves; a holder is alive while it answers notifies on its watch of that object;
+a silent holder is blocklisted, then its lock is broken. Every test holds the lock in a
+separate process (its own RADOS client), and asserts on the lock itself.
+
+GRC_LOCK_CYCLES (default 100) sets the lock/unlock cycles, GRC_LOCK_UPLOAD_CYCLES
+(default 10) the real upload+delete cycles; set them to 1000 for the acceptance run.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import rados
+
+from tests.cinder_fixtures import *  # noqa: F401,F403  (fixtures)
+from tests.cinder_fixtures import MiB
+from cinder_ext import clone
+from cinder_ext import delete as delete_mod
+from cinder_ext.ceph import Cluster
+from cinder_ext.upload import connect
+
+LOCK_CYCLES = int(os.environ.get("GRC_LOCK_CYCLES", "100"))
+UPLOAD_CYCLES = int(os.environ.get("GRC_LOCK_UPLOAD_CYCLES", "10"))
+
+HOLDER = r"""
+import json, sys
+from cinder_ext.ceph import Cluster
+from cinder_ext.upload import connect
+from cinder_ext import clone
+conf, user, pool, kind, what = sys.argv[1:6]
+c = Cluster(conf, user).connect()
+if kind == "image":
+    lock = clone.ImageLock(c, pool, what)
+else:
+    lock = clone.VolumeLock(c, pool, what, shared=(kind == "shared"))
+lock.__enter__()
+print(json.dumps({"gid": c.instance_id, "addr": c.client.get_addrs(), "pid": __import__("os").getpid()}),
+      flush=True)
+sys.stdin.read()  # hold until stdin closes
+lock.__exit__()
+c.close()
+print("released", flush=True)
+"""
+
+
+@pytest.fixture
+def admin(ceph_cluster):
+    r = rados.Rados(conffile=ceph_cluster.conf, conf={"keyring": ceph_cluster.admin_keyring})
+    r.connect(timeout=30)
+    io = {p: r.open_ioctx(p) for p in (ceph_cluster.cinder_pool, ceph_cluster.glance_pool)}
+    try:
+        yield io
+    finally:
+        for i in io.values():
+            i.close()
+        r.shutdown()
+
+
+@pytest.fixture
+def cinder(ceph_cluster):
+    c = Cluster(ceph_cluster.client("cinder")["conf"], ceph_cluster.cinder_user).connect()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def _lock_objects(io):
+    return sorted(o.key for o in io.list_objects() if o.key.startswith(clone.LOCK_PREFIX))
+
+
+def _directory_xattrs(io):
+    try:
+        return len(list(io.get_xattrs("rbd_directory")))
+    except rados.ObjectNotFound:
+        return 0
+
+
+def _holders(io, obj):
+    from cinder_ext.ceph import _cls_header, _cls_string, _decode_lock_info
+    try:
+        ret, out = io.execute(obj, "lock", "get_info", _cls_header(_cls_string(clone.LOCK_NAME)),
+                              length=65536)
+    except rados.ObjectNotFound:
+        return []
+    return _decode_lock_info(out[:ret] if ret and ret > 0 else out)
+
+
+class Holder:
+    """A process that takes a lock and holds it until released or killed."""
+
+    def __init__(self, cluster, tmp_path, pool, kind, what, prefix=()):
+        script = tmp_path / "holder.py"
+        script.write_text(HOLDER)
+        client = cluster.client("cinder")
+        self.proc = subprocess.Popen([*prefix, sys.executable, str(script), client["conf"],
+                                      cluster.cinder_user, pool, kind, what],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"holder did not take the lock: {self.proc.stderr.read()}")
+        self.info = json.loads(line)
+
+    def release(self):
+        self.proc.stdin.close()
+        out = self.proc.stdout.read()
+        assert self.proc.wait(timeout=30) == 0, self.proc.stderr.read()
+        assert "released" in out
+
+    def kill(self):
+        # unshare --fork: the holder is unshare's child; its process group takes both
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+
+def _pidns_prefix():
+    # util-linux's unshare, as root: Debian 12 and CI have both; not a reason to skip
+    if not shutil.which("unshare"):
+        pytest.fail("no unshare (util-linux) on this machine")
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        pytest.fail(f"cannot create a PID namespace here: {probe.stderr.decode().strip()}")
+    return ["unshare", "--pid", "--fork", "--mount-proc"]
+
+
+def test_a_lock_is_its_own_object_gone_on_release(ceph_cluster, cinder, admin):
+    pool = ceph_cluster.glance_pool
+    before = _directory_xattrs(admin[pool])
+    others = _lock_objects(admin[pool])  # killed holders of other tests: not this test's
+    lock = clone.ImageLock(cinder, pool, "lock-object-test").__enter__()
+    assert _lock_objects(admin[pool]) == sorted(others + ["rbd_clone_lock.lock-object-test"])
+    (h,) = _holders(admin[pool], "rbd_clone_lock.lock-object-test")
+    assert h["gid"] == cinder.instance_id and h["addr"]
+    lock.__exit__()
+    assert _lock_objects(admin[pool]) == others
+    assert _directory_xattrs(admin[pool]) == before
+
+
+def test_lock_cycles_leave_no_xattrs_and_no_lock_objects(ceph_cluster, cinder, admin):
+    vpool, ipool = ceph_cluster.cinder_pool, ceph_cluster.glance_pool
+    before = {p: _directory_xattrs(admin[p]) for p in admin}
+    others = {p: _lock_objects(admin[p]) for p in admin}
+    t0 = time.monotonic()
+    for i in range(LOCK_CYCLES):
+        with clone.ImageLock(cinder, ipool, f"cycle-{i}"):
+            pass
+        with clone.VolumeLock(cinder, vpool, f"volume-cycle-{i}", shared=True):
+            pass
+        with clone.VolumeLock(cinder, vpool, f"volume-cycle-{i}", shared=False):
+            pass
+    took = time.monotonic() - t0
+    print(f"{LOCK_CYCLES} cycles of (upload lock, shared + exclusive volume lock): {took:.2f} s; "
+          f"rbd_directory xattrs before {before}, after "
+          f"{ {p: _directory_xattrs(admin[p]) for p in admin} }")
+    assert {p: _directory_xattrs(admin[p]) for p in admin} == before
+    assert {p: _lock_objects(admin[p]) for p in admin} == others
+
+
+def test_uploads_and_deletes_leave_rbd_directory_as_it_was(cinder_env, admin):
+    """Real clone uploads and volume deletes (each takes both locks); then Glance deletes
+    the images and purge reclaims the volumes: no xattr added, no lock object left."""
+    env = cinder_env
+    conf = env.conf()
+    _conf, backend = env.load(conf)
+    before = {p: _directory_xattrs(admin[p]) for p in admin}
+    others = {p: _lock_objects(admin[p]) for p in admin}
+    t0 = time.monotonic()
+    with connect(backend) as cluster:
+        for i in range(UPLOAD_CYCLES):
+            vol = env.volume(4 * MiB)
+            image_id = env.image()
+            result = env.upload(conf, vol, image_id, cluster=cluster)
+            assert result["method"] == "clone", result
+            out = delete_mod.delete_volume(cluster, env.vpool, vol)
+            assert out["action"] == "trashed", out
+            env.glance().delete_image(image_id)
+            if (i + 1) % 100 == 0:
+                print(f"  {i + 1} cycles, {time.monotonic() - t0:.0f} s, rbd_directory xattrs "
+                      f"{ {p: _directory_xattrs(admin[p]) for p in admin} }, lock objects "
+                      f"{sum(len(_lock_objects(admin[p])) for p in admin)}", flush=True)
+        purged = env.cli("--config-file", conf, "purge")
+        assert purged.returncode == 0, purged.stderr
+    took = time.monotonic() - t0
+    after = {p: _directory_xattrs(admin[p]) for p in admin}
+    print(f"{UPLOAD_CYCLES} clone uploads + volume deletes + image deletes: {took:.1f} s; "
+          f"rbd_directory xattrs before {before}, after {after}")
+    assert after == before
+    # none of ours left; purge may have reaped what killed holders of other tests left
+    assert all(set(_lock_objects(admin[p])) <= set(others[p]) for p in admin)
+
+
+@pytest.mark.parametrize("kind", ["image", "exclusive"])
+def test_a_holder_in_another_pid_namespace_is_alive(ceph_cluster, cinder, admin, tmp_path, kind):
+    """Same host name, another /proc (a container): never judged dead while it holds the
+    lock, for longer than the OSD's watch timeout (its lease is renewed while held)."""
+    prefix = _pidns_prefix()
+    pool = ceph_cluster.glance_pool if kind == "image" else ceph_cluster.cinder_pool
+    what = f"pidns-{kind}-{os.getpid()}"
+    obj = clone.lock_object(what)
+    holder = Holder(ceph_cluster, tmp_path, pool, kind, what, prefix=prefix)
+    assert holder.info["pid"] == 1  # the namespace's init: on this host's /proc, another process
+    try:
+        deadline = time.monotonic() + clone.WATCH_TIMEOUT + 5
+        probes = 0
+        while True:
+            if kind == "image":
+                with pytest.raises(clone.UploadInProgress, match="another upload to it"):
+                    clone.ImageLock(cinder, pool, what).__enter__()
+            else:
+                with pytest.raises(clone.VolumeLocked, match="in progress"):
+                    clone.VolumeLock(cinder, pool, what, shared=True, wait=0.5).__enter__()
+            probes += 1
+            (h,) = _holders(admin[pool], obj)  # its lock, untouched
+            assert h["gid"] == holder.info["gid"]
+            assert holder.proc.poll() is None
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(3)
+        assert probes >= 5
+    finally:
+        holder.release()
+    assert obj not in _lock_objects(admin[pool])
+
+
+@pytest.mark.parametrize("where", ["same-namespace", "pid-namespace"])
+def test_a_killed_holder_stops_blocking_within_the_lease(ceph_cluster, cinder, admin,
+                                                         tmp_path, where):
+    """SIGKILLed while holding: its watch answers nothing; it is blocklisted and its lock
+    broken within NOTIFY_TIMEOUT, not after an hour."""
+    prefix = _pidns_prefix() if where == "pid-namespace" else ()
+    pool = ceph_cluster.cinder_pool
+    what = f"volume-killed-{where}-{os.getpid()}"
+    holder = Holder(ceph_cluster, tmp_path, pool, "exclusive", what, prefix=prefix)
+    holder.kill()
+    t0 = time.monotonic()
+    lock = clone.VolumeLock(cinder, pool, what, shared=False, wait=60).__enter__()
+    took = time.monotonic() - t0
+    try:
+        (h,) = _holders(admin[pool], clone.lock_object(what))
+        assert h["gid"] == cinder.instance_id  # ours now, the dead one's broken
+        blocklist = ceph_cluster.admin("ceph", "osd", "blocklist", "ls")
+        assert holder.info["addr"].split("/")[-1] in blocklist, blocklist
+    finally:
+        lock.__exit__()
+    print(f"a killed holder ({where}) stopped blocking after {took:.2f} s")
+    assert took < clone.NOTIFY_TIMEOUT + 5, took
+    assert clone.lock_object(what) not in _lock_objects(admin[pool])
+
+
+def test_reap_removes_what_dead_holders_left_and_only_that(ceph_cluster, cinder, admin, tmp_path):
+    """A holder killed while holding a lock nobody takes again (an upload to an image
+    Cinder then deleted) leaves its lock object; reap_lock_objects (for purge) removes it,
+    and leaves a live holder's."""
+    pool = ceph_cluster.glance_pool
+    clone.reap_lock_objects(cinder, pool)  # what killed holders of other tests left
+    dead = Holder(ceph_cluster, tmp_path, pool, "image", f"reap-dead-{os.getpid()}")
+    live = Holder(ceph_cluster, tmp_path, pool, "image", f"reap-live-{os.getpid()}")
+    try:
+        dead.kill()
+        assert _lock_objects(admin[pool]) == sorted(
+            [clone.lock_object(f"reap-dead-{os.getpid()}"), clone.lock_object(f"reap-live-{os.getpid()}")])
+        removed = clone.reap_lock_objects(cinder, pool)
+        assert removed == [f"{pool}/{clone.lock_object(f'reap-dead-{os.getpid()}')}"]
+        assert _lock_objects(admin[pool]) == [clone.lock_object(f"reap-live-{os.getpid()}")]
+        (h,) = _holders(admin[pool], clone.lock_object(f"reap-live-{os.getpid()}"))
+        assert h["gid"] == live.info["gid"]
+    finally:
+        live.release()
+    assert clone.lock_object(f"reap-live-{os.getpid()}") not in _lock_objects(admin[pool])

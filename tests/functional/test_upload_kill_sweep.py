@@ -1,0 +1,156 @@
+"""A kill sweep over the whole clone upload (issue 15, finding 5).
+
+The real CLI in a child process, SIGKILLed t ms after its main() starts, for t = 0,
+STEP, 2*STEP, ... up to the length of an uninterrupted upload. After each kill:
+
+(a) a retry with the same image id ends active with the volume's bytes;
+(b) on a second run killed at the same instant, "Glance deletes the image, then one
+    purge" (what Cinder does when it gives up) leaves nothing of ours: no clone, no
+    upload snapshot (any namespace), no lock object, no trash entry.
+
+GRC_KILL_SWEEP_STEP_MS sets the step: the suite sweeps every 300 ms (a few minutes),
+the acceptance run every 25 ms (about an hour on 2 cores).
+Prints every kill point with what the kill left and the outcomes.
+"""
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.cinder_fixtures import *  # noqa: F401,F403  (fixtures)
+from tests.cinder_fixtures import MiB
+from cinder_ext import clone
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+STEP = int(os.environ.get("GRC_KILL_SWEEP_STEP_MS") or "300") / 1000.0
+
+# the CLI with its imports done before the clock starts: t counts from main()
+RUNNER = r"""
+import os, sys
+from cinder_ext import cli
+open(os.environ["SWEEP_STARTED"], "w").close()
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def _start(env, conf, vol, image_id, tmp_path):
+    marker = tmp_path / f"started-{os.urandom(3).hex()}"
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER, "--config-file", conf, "upload", vol,
+                             image_id], cwd=ROOT, env=dict(os.environ, SWEEP_STARTED=str(marker)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    return proc, time.monotonic()
+
+
+def _kill_at(env, conf, vol, image_id, tmp_path, t):
+    """Returns True if the kill hit the running upload, False if it had finished."""
+    proc, t0 = _start(env, conf, vol, image_id, tmp_path)
+    time.sleep(max(0.0, t0 + t - time.monotonic()))
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=120)
+    return proc.returncode == -9
+
+
+def _left(env, vol, image_id):
+    """What the killed upload left, in a few words."""
+    state = env.pool_state()
+    parts = []
+    vsnaps = state[env.vpool]["images"].get(vol, [])
+    if any(s[1] == f"image-{image_id}" for s in vsnaps):
+        parts.append("volume snapshot" + (" (trash)" if any(s[0] == "trash" for s in vsnaps) else ""))
+    if image_id in state[env.ipool]["images"]:
+        snaps = state[env.ipool]["images"][image_id]
+        parts.append("clone" + ("+snap" if snaps else ""))
+    status = env.get_image(image_id)["status"]
+    parts.append(f"image {status}")
+    return ", ".join(parts)
+
+
+def _lock_objects(io):
+    return sorted(o.key for o in io.list_objects() if o.key.startswith(clone.LOCK_PREFIX))
+
+
+def _ours(env, vol, image_id, io):
+    state = env.pool_state()
+    out = []
+    if image_id in state[env.ipool]["images"]:
+        out.append(f"clone {env.ipool}/{image_id}")
+    if any(s[1] == f"image-{image_id}" for s in state[env.vpool]["images"].get(vol, [])):
+        out.append(f"snapshot {env.vpool}/{vol}@image-{image_id}")
+    for pool in (env.vpool, env.ipool):
+        if state[pool]["trash"] != env.baseline[pool]["trash"]:
+            out.append(f"trash of {pool}: {state[pool]['trash']}")
+    mine = {clone.lock_object(image_id), clone.lock_object(vol)}
+    for pool in (env.vpool, env.ipool):
+        out += [f"lock object {pool}/{o}" for o in _lock_objects(io[pool]) if o in mine]
+    return out
+
+
+def test_kill_sweep(cinder_env, tmp_path):
+    env = cinder_env
+    conf = env.conf()
+    io = {p: env.admin.open_ioctx(p) for p in (env.vpool, env.ipool)}
+    # the length of an uninterrupted upload, from main()
+    vol, image_id = env.volume(8 * MiB), env.image()
+    proc, t0 = _start(env, conf, vol, image_id, tmp_path)
+    out, err = proc.communicate(timeout=300)
+    length = time.monotonic() - t0
+    assert proc.returncode == 0 and json.loads(out)["method"] == "clone", err
+    points = [i * STEP for i in range(int(length / STEP) + 2)]
+    print(f"\nkill sweep: uninterrupted upload {length:.3f} s; {len(points)} kill points "
+          f"every {STEP * 1000:.0f} ms")
+    outcomes = collections.Counter()
+    failures = []
+    for t in points:
+        # (a) killed, then retried with the same image id
+        vol = env.volume(8 * MiB)
+        sha, image_id = env.volume_sha(vol), env.image()
+        hit = _kill_at(env, conf, vol, image_id, tmp_path, t)
+        left = _left(env, vol, image_id) if hit else "finished before the kill"
+        t1 = time.monotonic()
+        retry = env.cli("--config-file", conf, "upload", vol, image_id)
+        took = time.monotonic() - t1
+        a_ok = (retry.returncode == 0 and env.get_image(image_id)["status"] == "active"
+                and env.image_sha(image_id) == sha)
+        method = json.loads(retry.stdout)["method"] if retry.returncode == 0 else "error"
+        if not a_ok:
+            failures.append(f"t={t * 1000:.0f} ms (a): {left}: retry {retry.returncode} "
+                            f"{retry.stderr.strip()[-300:]}")
+        # (b) killed at the same instant; Cinder gives up: deletes the image, purges once
+        vol2 = env.volume(8 * MiB)
+        image2 = env.image()
+        hit2 = _kill_at(env, conf, vol2, image2, tmp_path, t)
+        left2 = _left(env, vol2, image2) if hit2 else "finished before the kill"
+        try:
+            env.glance().delete_image(image2)
+        except Exception as e:  # noqa: BLE001  (a 409 is an outcome to report)
+            failures.append(f"t={t * 1000:.0f} ms (b): Glance delete: {e}")
+        purge = env.cli("--config-file", conf, "purge")
+        ours = _ours(env, vol2, image2, io)
+        b_ok = purge.returncode == 0 and not ours
+        if not b_ok:
+            failures.append(f"t={t * 1000:.0f} ms (b): {left2}: after delete+purge "
+                            f"(rc {purge.returncode}): {ours} {purge.stderr.strip()[-300:]}")
+        outcomes[(a_ok, b_ok)] += 1
+        if ours and all(o.startswith("lock object") for o in ours):
+            outcomes["b: only lock objects left"] += 1
+        print(f"  t={t * 1000:5.0f} ms  (a) left [{left}] -> retry {method} in {took:.1f} s "
+              f"{'ok' if a_ok else 'FAILED'}   (b) left [{left2}] -> delete+purge "
+              f"{'clean' if b_ok else 'LEFT ' + str(ours)}", flush=True)
+    for i in io.values():
+        i.close()
+    pairs = {k: v for k, v in outcomes.items() if isinstance(k, tuple)}
+    print(f"kill sweep: {len(points)} points; (a) ok {sum(v for k, v in pairs.items() if k[0])}, "
+          f"(b) clean {sum(v for k, v in pairs.items() if k[1])}, (b) only lock objects left "
+          f"{outcomes['b: only lock objects left']}")
+    assert not failures, "\n".join(failures)
