@@ -5,7 +5,7 @@
     cinder-rbd-clone --config-file cinder.conf audit --glance-config glance-api.conf [--json]
     cinder-rbd-clone --config-file cinder.conf create-volume IMAGE_ID VOLUME [--size GB]
     cinder-rbd-clone --config-file cinder.conf delete-volume VOLUME [--mode deferred|flatten]
-    cinder-rbd-clone --config-file cinder.conf purge [--image-pool POOL]
+    cinder-rbd-clone --config-file cinder.conf purge [--image-pool POOL] [--dry-run]
 
 Prints one JSON document on stdout; errors are one line on stderr, exit status 1.
 """
@@ -76,10 +76,14 @@ def _parser():
                     help="deferred (default): to the RBD trash in constant time, purged once "
                          "no clone needs it; flatten: flatten the clones first (O(size))")
 
-    pg = sub.add_parser("purge", help="remove trashed volumes and snapshots no clone needs")
+    pg = sub.add_parser("purge", help="reclaim what deletions and failed uploads left once "
+                                      "nothing needs it (both pools)")
     pg.add_argument("--image-pool", action="append", default=None, metavar="POOL",
-                    help="Glance pool whose trash to purge too (default: the pools of "
-                         "Glance's rbd stores in this cluster, from the stores detail)")
+                    help="Glance pool to purge too (repeatable; default: the pools of "
+                         "Glance's rbd stores whose fsid is this cluster's, from the stores "
+                         "detail)")
+    pg.add_argument("--dry-run", action="store_true",
+                    help="print what would be removed, and why; remove nothing")
 
     ci = sub.add_parser("create-image", help="create a queued image to upload into")
     ci.add_argument("name")
@@ -89,18 +93,28 @@ def _parser():
     return p
 
 
-def _image_pools(conf, cluster):
-    """Pools of Glance's rbd stores in our cluster (best effort: [] when Glance will not say)."""
+def _glance_or_none(conf):
     from cinder_ext.glance import Glance
     try:
-        stores = Glance(conf).stores_detail().get("stores", [])
-    except exc.CinderExtError:
+        return Glance(conf)
+    except exc.CinderExtError as e:
+        logging.getLogger(__name__).warning("purge without Glance (%s): failed uploads' "
+                                            "orphans are left for a later purge", e)
+        return None
+
+
+def _image_pools(glance, cluster):
+    """Pools of Glance's rbd stores in our cluster (best effort: [] when Glance will not say)."""
+    if glance is None:
         return []
-    fsid = cluster.fsid()
-    return sorted({s["properties"]["pool"] for s in stores
-                   if isinstance(s, dict) and s.get("type") == "rbd"
-                   and isinstance(s.get("properties"), dict) and s["properties"].get("pool")
-                   and s["properties"].get("fsid") in (None, fsid)})
+    try:
+        detail = glance.stores_detail()
+    except exc.CinderExtError as e:
+        logging.getLogger(__name__).warning("purge: no stores detail (%s); pass --image-pool "
+                                            "to purge Glance pools", e)
+        return []
+    from cinder_ext.delete import image_pools
+    return image_pools(detail, cluster.fsid())
 
 
 def _volume_command(args, conf, backend):
@@ -115,9 +129,11 @@ def _volume_command(args, conf, backend):
             delay = backend.deferred_deletion_delay if backend.enable_deferred_deletion else 0
             return delete.delete_volume(cluster, backend.rbd_pool, volume_name(args.volume),
                                         args.mode, delay, backend.rbd_concurrent_flatten_operations)
-        pools = args.image_pool if args.image_pool is not None else _image_pools(conf, cluster)
+        glance = _glance_or_none(conf)
+        pools = args.image_pool if args.image_pool is not None else _image_pools(glance, cluster)
         return delete.purge(cluster, backend.rbd_pool, pools,
-                            include_unmarked=backend.enable_deferred_deletion)
+                            include_unmarked=backend.enable_deferred_deletion,
+                            glance=glance, dry_run=args.dry_run)
 
 
 def main(argv=None):
@@ -126,6 +142,9 @@ def main(argv=None):
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not args.debug:  # keystoneauth warns before we raise our own one-line error
         logging.getLogger("keystoneauth").setLevel(logging.ERROR)
+    if args.command == "purge" and not args.debug:
+        # every removal (or, with --dry-run, every planned one) as one line with its reason
+        logging.getLogger("cinder_ext.delete").setLevel(logging.INFO)
     if args.command == "audit":  # reads both services' configs itself
         return args.func(args)
     try:

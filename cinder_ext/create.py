@@ -4,11 +4,13 @@ Cloneable (as upstream Cinder's ``_is_cloneable``, plus our depth rule): an rbd:
 location in this cluster (same fsid) with a snapshot, disk_format raw, the snapshot
 readable by our Ceph user, and ``rbd_max_clone_depth`` > 0. The clone:
 
-1. clone ``<pool>/<image id>@snap`` to ``volume-<id>``. Clone format 1 when the
-   snapshot is protected (Glance's always is): librbd then refuses to unprotect it
-   while the volume exists, so Glance answers 409 to a delete of the image, as the
-   spec wants. Glance 33 on a clone v2 cluster otherwise deletes the image (its store
-   moves the rbd image to the trash, where nothing ever removes it);
+1. clone ``<pool>/<image id>@snap`` to ``volume-<id>`` in the cluster's default clone
+   format (clone v2 on mimic and later), as upstream Cinder's clone_image does. So the
+   image and the volume are independent (OpenStack's dependency contract): Glance 33
+   deletes the image (204; glance_store moves it to its pool's trash while the volume
+   reads through its snapshot), and ``delete.purge()`` reclaims that trash entry once
+   the last such volume is gone. The source image gets our mark (``CLONED_MARK``) so
+   that purge knows the trash entry Glance leaves is an image, not another tool's;
 2. mark the volume ``CREATE_MARK = clone:<image id>`` until done (a retry resumes);
 3. grow it to the requested size;
 4. flatten it when the chain above it would exceed ``rbd_max_clone_depth``, counting
@@ -28,6 +30,8 @@ from cinder_ext import exceptions as exc
 from cinder_ext import faults
 from cinder_ext.ceph import USER_NAMESPACE
 from cinder_ext.clone import Timer, clone_order
+from cinder_ext.delete import CLONED_MARK
+from cinder_ext.depth import clone_depth
 from cinder_ext.glance import Glance
 from cinder_ext.upload import connect, volume_name
 
@@ -35,20 +39,6 @@ LOG = logging.getLogger(__name__)
 
 GiB = 1 << 30
 CREATE_MARK = "cinder-rbd-clone.creating-from-image"
-MAX_CHAIN = 1000  # a parent loop is impossible in Ceph; bound the walk anyway
-
-
-def clone_depth(cluster, pool, name):
-    """Parent hops above pool/name, across pools (0 for an image that is no clone)."""
-    depth, info = 0, cluster.info(pool, name)
-    while info["parent"] and depth < MAX_CHAIN:
-        depth += 1
-        parent = info["parent"]
-        try:
-            info = cluster.info(parent["pool"], parent["image"])
-        except exc.CephNotFound:  # a parent in the trash has no name to open by
-            info = cluster.info(parent["pool"], None, image_id=parent["image_id"])
-    return depth
 
 
 def _rbd_location(glance, image_id):
@@ -148,6 +138,17 @@ def _existing(cluster, pool, name, image_id, loc=None):
                            f"from image {image_id}; left untouched")
 
 
+def _mark_source(cluster, loc):
+    """Mark the Glance image as a parent of volumes (best effort: without write caps on
+    the Glance pool, its trash entry is reclaimed by an operator, not by purge)."""
+    try:
+        if cluster.metadata_get(loc.pool, CLONED_MARK, name=loc.image) is None:
+            cluster.metadata_set(loc.pool, loc.image, CLONED_MARK, "1")
+    except exc.CephError as e:
+        LOG.warning("cannot mark %s/%s as a parent of volumes (%s): if Glance deletes it, "
+                    "purge will leave its trash entry alone", loc.pool, loc.image, e)
+
+
 def _undo(cluster, pool, name, error):
     try:
         cluster.remove(pool, name)
@@ -170,12 +171,10 @@ def _clone(cluster, backend, pool, name, image_id, loc, size, timer):
         if not resumed:
             with timer.step("clone"):
                 src = cluster.info(loc.pool, loc.image)
-                protected = any(s["name"] == loc.snapshot and s["protected"]
-                                for s in cluster.snaps(loc.pool, loc.image))
                 order = clone_order(src["stripe_unit"], backend.rbd_store_chunk_size << 20)
+                _mark_source(cluster, loc)
                 cluster.clone(loc.pool, loc.image, loc.snapshot, pool, name, order=order,
-                              features=cluster.default_features(),
-                              clone_format=1 if protected else None)
+                              features=cluster.default_features())
                 made = True
                 faults.point("create.cloned")
         with timer.step("mark"):

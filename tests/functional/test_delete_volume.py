@@ -1,8 +1,8 @@
 """Delete volumes and images that clones depend on, then purge: issue 7's acceptance.
 
 Spec test plan (a): upload by clone, delete the volume (constant time), the image lives
-on; (b): a volume created from the image makes Glance refuse the image's delete (409)
-until the volume is gone. Both in the deferred mode (RBD trash + purge) and the flatten
+on; (b): an image a volume was created from is deleted all the same (204, issue 16: images
+and volumes are independent), the volume reads on and purge reclaims the image's data. Both in the deferred mode (RBD trash + purge) and the flatten
 mode; every step of a delete and of a purge SIGKILLed and finished by a retry or purge.
 The cinder_env fixture checks both pools (trash included) are back to their baseline.
 """
@@ -145,35 +145,41 @@ def test_a_delete_is_constant_time(cinder_env):
 
 
 @pytest.mark.parametrize("mode", ["deferred", "flatten"])
-def test_b_image_with_a_volume_cloned_from_it_cannot_be_deleted(cinder_env, glance_peer, mode):
+def test_b_image_with_a_volume_cloned_from_it_is_deleted_and_the_volume_reads_on(
+        cinder_env, glance_peer, mode):
+    """Issue 16 (cinder-tempest-plugin's test_image_volume_dependencies_3): Glance deletes
+    an image that a volume was created from (204, into its pool's trash), the volume keeps
+    its bytes; both source volume deletes work after it; one purge reclaims the rest."""
     env = cinder_env
     conf = env.conf()
     vol, image_id = _clone_upload(env, conf)
-    sha = env.volume_sha(vol)
     new = f"volume-{uuid.uuid4()}"
     env.volumes.append(new)
     made = _json(env.cli("--config-file", conf, "create-volume", image_id, new, "--size", "0.125"))
     assert made["method"] == "clone" and made["size"] == 128 * MiB
     _wait_hashed(env, image_id)
 
-    before, image_before = env.pool_state(), env.get_image(image_id)
     resp = _delete_image(glance_peer, image_id)
-    assert resp.status == 409, resp
-    assert env.pool_state() == before
-    after = env.get_image(image_id)
-    assert after["status"] == "active" and after == image_before
-    assert env.image_sha(image_id) == sha
+    assert resp.status == 204, resp
+    assert env.new_state(env.baseline)[env.ipool] == {"images": {}, "trash": [image_id]}
+    assert _delete_image(glance_peer, image_id).status == 404
+    with _ceph(env) as c:
+        data = c.head(env.vpool, vol, 64 * MiB)
+        assert c.head(env.vpool, new, 64 * MiB) == data
 
-    # the source volume goes (trash or flatten); Glance still refuses: the new volume needs it
+    # the source volume goes (trash or flatten: the trashed image is flattened then)
     out = _json(env.cli("--config-file", conf, "delete-volume", vol, "--mode", mode))
     assert out["action"] == {"deferred": "trashed", "flatten": "flattened"}[mode]
-    assert _delete_image(glance_peer, image_id).status == 409
+    with _ceph(env) as c:
+        assert c.head(env.vpool, new, 64 * MiB) == data
+    kept = _json(env.cli("--config-file", conf, "purge"))
+    assert kept["removed"] == []  # the new volume still reads through both
 
     out = _json(env.cli("--config-file", conf, "delete-volume", new, "--mode", mode))
     assert out["action"] == "removed"
-    resp = _delete_image(glance_peer, image_id)
-    assert resp.status == 204, resp
-    _json(env.cli("--config-file", conf, "purge"))
+    out = _json(env.cli("--config-file", conf, "purge"))
+    expected = [f"{env.ipool}/{image_id}"] + ([f"{env.vpool}/{vol}"] if mode == "deferred" else [])
+    assert sorted(out["removed"]) == sorted(expected), out
     assert env.pool_state() == env.baseline
 
 
@@ -295,10 +301,10 @@ def test_glance_deletes_a_clone_while_it_hashes_it(cinder_env, glance_peer):
 
 
 def test_glance33_trashes_an_image_whose_clone_is_v2_and_purge_reclaims_it(cinder_env, glance_peer):
-    """Why create-volume clones in format 1: with a clone v2 child, Glance 33 does not
-    answer 409. librbd lets it unprotect the snapshot, the snapshot goes to the trash
-    namespace, and glance_store moves the image to the rbd trash: 204, the image is gone
-    from Glance, its data stays in the Glance pool's trash and nothing upstream removes it.
+    """With a clone v2 child (create-volume's and upstream Cinder's clone_image), Glance 33
+    answers 204: librbd lets it unprotect the snapshot, the snapshot goes to the trash
+    namespace, and glance_store moves the image to the rbd trash: the image is gone from
+    Glance, its data stays in the Glance pool's trash and nothing upstream removes it.
     Our purge does, once the clone is gone."""
     env = cinder_env
     conf = env.conf()

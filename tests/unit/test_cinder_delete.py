@@ -100,3 +100,85 @@ def test_cli_error_is_one_line(tmp_path, capsys):
     assert cli.main(["--config-file", str(conf), "delete-volume", "v"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("cinder-rbd-clone: error:")
+
+
+def test_purge_takes_only_the_glance_pools_of_this_cluster():
+    ours, other = "0b3cf9a4-6c43-4c1a-9d3e-3f0e7ad7c5a1", "11111111-6c43-4c1a-9d3e-3f0e7ad7c5a1"
+    detail = {"stores": [
+        {"id": "a", "type": "rbd", "properties": {"pool": "images", "fsid": ours}},
+        {"id": "b", "type": "rbd", "properties": {"pool": "far", "fsid": other}},
+        {"id": "c", "type": "rbd", "properties": {"pool": "unknown", "fsid": None}},
+        {"id": "d", "type": "rbd", "properties": {"pool": "nofsid"}},
+        {"id": "e", "type": "file", "properties": {"pool": "images2", "fsid": ours}},
+        {"id": "f", "type": "rbd", "properties": {"pool": "images", "fsid": ours}}]}
+    assert delete.image_pools(detail, ours) == ["images"]
+    assert delete.image_pools(detail, None) == []
+    assert delete.image_pools({"stores": "junk"}, ours) == []
+
+
+def test_purge_cli_has_a_dry_run():
+    p = cli._parser()
+    assert p.parse_args(["--config-file", "c", "purge", "--dry-run"]).dry_run
+    a = p.parse_args(["--config-file", "c", "purge", "--image-pool", "a", "--image-pool", "b"])
+    assert (a.dry_run, a.image_pool) == (False, ["a", "b"])
+
+
+@pytest.mark.parametrize("source,ours", [("USER", True), (0, True), ("MIRRORING", False),
+                                         ("MIGRATION", False), ("REMOVING", False),
+                                         ("USER_PARENT", False), (1, False), (None, False)])
+def test_purge_touches_only_trash_entries_of_a_users_delete(source, ours):
+    assert delete.is_user_trash({"source": source}) is ours
+
+
+class _Glance:
+    """get_image / image_tasks_strict as cinder_ext.glance.Glance answers them."""
+
+    def __init__(self, image=None, tasks=(), tasks_fail=False):
+        self.image, self.tasks, self.tasks_fail = image, list(tasks), tasks_fail
+
+    def get_image(self, image_id):
+        if self.image is None:
+            raise exc.GlanceNotFound("get image: Glance answered 404", status=404)
+        if self.image == "error":
+            raise exc.GlanceError("get image: Glance answered 503", status=503)
+        return self.image
+
+    def image_tasks_strict(self, image_id):
+        if self.tasks_fail:
+            raise exc.GlanceError("list tasks: Glance answered 500", status=500)
+        return self.tasks
+
+
+@pytest.mark.parametrize("glance,orphan", [
+    (_Glance(None), True),
+    (_Glance({"status": "deleted"}), True),
+    (_Glance({"status": "queued"}), True),
+    (_Glance({"status": "killed"}), True),
+    (_Glance("error"), False),                                        # unknown is unsafe
+    (_Glance({"status": "active"}), False),
+    (_Glance({"status": "importing"}), False),
+    (_Glance({"status": "saving"}), False),
+    (_Glance({"status": "queued", "os_glance_import_task": "t1"}), False),
+    (_Glance({"status": "queued", "locations": [{"url": "rbd://f/images/i/snap"}]}), False),
+    (_Glance({"status": "queued"}, tasks_fail=True), False),          # a failed listing
+    (_Glance({"status": "queued"}, [{"type": "location_import", "status": "processing"}]), False),
+    (_Glance({"status": "queued"}, [{"type": "location_import", "status": "failure"}]), True),
+])
+def test_an_orphan_is_only_what_glance_will_never_reference(glance, orphan):
+    assert delete._orphan_state(glance, "0b3cf9a4-6c43-4c1a-9d3e-3f0e7ad7c5a1")[0] is orphan
+
+
+@pytest.mark.parametrize("source,name", [(0, "USER"), (1, "MIRRORING"), (2, "MIGRATION"),
+                                         (4, "USER_PARENT")])
+def test_trash_entries_are_read_as_librbd_writes_them(source, name):
+    """Pacific's binding cannot name migration/user_parent sources (IndexError): the
+    fallback decodes librbd's rbd_trash value (bytes as a real cluster stored them)."""
+    from cinder_ext import ceph
+    value = bytearray(b"\x02\x01\x1a\x00\x00\x00\x00\x04\x00\x00\x00img1\x92\x91\tkU\x9d\x0f\x1a"
+                      b"\x92\x91\tkU\x9d\x0f\x1a\x00")
+    value[6] = source
+    entry = ceph._decode_trash_spec("103217104b0d", bytes(value))
+    assert (entry["id"], entry["name"], entry["source"]) == ("103217104b0d", "img1", name)
+    assert entry["deletion_time"] == datetime.datetime(2026, 11, 27, 14, 20, 2)
+    assert delete.is_user_trash(entry) is (name == "USER")
+    assert ceph._decode_trash_spec("x", b"\x02\x01") is None

@@ -1,0 +1,269 @@
+"""purge is conservative and reconciles failed uploads (issue 16 item 3, issue 15 finding 2).
+
+- trash entries of rbd-mirror (source mirroring) and of a live migration (source
+  migration) survive every purge, even when they carry our marks and names;
+- images named by a UUID that no upload of ours made survive every purge;
+- the orphan of a failed upload (its clone and upload snapshot, the Glance image deleted
+  or left queued with nothing in flight) is removed by one purge; one whose upload is
+  still running is not;
+- `purge --dry-run` prints the plan and removes nothing.
+Real dev cluster and real Glance 33.
+"""
+
+import json
+import subprocess
+import uuid
+
+import pytest
+import rados
+import rbd
+
+from cinder_ext import delete, faults
+from cinder_ext.clone import ImageLock
+from cinder_ext.create import CLONED_MARK
+from cinder_ext.glance import Glance
+from cinder_ext.upload import connect
+from tests.cinder_fixtures import *  # noqa: F401,F403  (fixtures)
+from tests.cinder_fixtures import MiB
+from tests.functional.test_upload_clone import _wait_hashed
+
+
+def _json(proc):
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _purge(env, conf_file, **kw):
+    conf, backend = env.load(conf_file)
+    with connect(backend) as cluster:
+        return delete.purge(cluster, env.vpool, [env.ipool], glance=Glance(conf), **kw)
+
+
+def _set_trash_source(io, image_id, source):
+    """Rewrite the source of a trash entry in the pool's rbd_trash directory.
+
+    Why a construction: mirroring entries are made only by rbd-mirror deleting a
+    non-primary image, and the dev cluster runs no rbd-mirror (nor the mgr). librbd
+    keeps a trash entry as one omap value of rbd_trash, key id_<image id>, encoded
+    cls::rbd::TrashImageSpec: ENCODE_START header (version, compat, u32 length: 6
+    bytes), then the source as one byte (0 user, 1 mirroring, 2 migration, 3 removing,
+    4 user_parent), then the name and times. Changing that byte makes exactly the entry
+    rbd-mirror would leave; librbd's own trash_list then reports it (checked below)."""
+    key = f"id_{image_id}"
+    with rados.ReadOpCtx() as op:
+        it, _ = io.get_omap_vals_by_keys(op, (key,))
+        io.operate_read_op(op, "rbd_trash")
+        value = dict(it)[key]
+    assert value[0] >= 1 and len(value) > 7
+    value = value[:6] + bytes([source]) + value[7:]
+    with rados.WriteOpCtx() as op:
+        io.set_omap(op, (key,), (value,))
+        io.operate_write_op(op, "rbd_trash")
+
+
+MIRRORING, USER = 1, 0
+
+
+def _trash_entry(ceph_cluster, io, name):
+    # rbd's CLI, not the binding: pacific's trash_list raises IndexError on a migration
+    # entry (cinder_ext.ceph.Cluster.trash_list_all works around it)
+    out = ceph_cluster.admin("rbd", "trash", "ls", "-a", "-l", "-p", io.get_pool_name(),
+                             "--format", "json")
+    return next(e for e in json.loads(out or "[]") if e["name"] == name)
+
+
+def test_mirroring_and_migration_entries_and_foreign_uuid_images_survive_every_purge(
+        cinder_env, ceph_cluster):
+    env = cinder_env
+    conf_file = env.conf()
+    vio, iio = env.io[env.vpool], env.io[env.ipool]
+    A = ("--conf", ceph_cluster.conf, "--keyring", ceph_cluster.admin_keyring)
+    made = []  # (pool io, trash id) to restore to user and remove at the end
+    migrating = None
+    try:
+        # 1. mirroring: a Glance-pool image with every mark of ours, and a marked volume
+        mirrored_image = str(uuid.uuid4())
+        rbd.RBD().create(iio, mirrored_image, 4 * MiB)
+        with rbd.Image(iio, mirrored_image) as img:
+            img.metadata_set(CLONED_MARK, "1")
+            img.metadata_set(delete.GLANCE_TRASH_MARK, "1")
+        rbd.RBD().trash_move(iio, mirrored_image)
+        tid = _trash_entry(ceph_cluster, iio, mirrored_image)["id"]
+        _set_trash_source(iio, tid, MIRRORING)
+        made.append((iio, tid))
+        mirrored_volume = f"volume-{uuid.uuid4()}"
+        rbd.RBD().create(vio, mirrored_volume, 4 * MiB)
+        with rbd.Image(vio, mirrored_volume) as img:
+            img.metadata_set(delete.TRASH_MARK, "images/x")
+        rbd.RBD().trash_move(vio, mirrored_volume)
+        vtid = _trash_entry(ceph_cluster, vio, mirrored_volume)["id"]
+        _set_trash_source(vio, vtid, MIRRORING)
+        made.append((vio, vtid))
+        assert _trash_entry(ceph_cluster, iio, mirrored_image)["source"] == "MIRRORING"
+        assert _trash_entry(ceph_cluster, vio, mirrored_volume)["source"] == "MIRRORING"
+
+        # 2. migration, for real: `rbd migration prepare` trashes the source (migration)
+        migrating = str(uuid.uuid4())
+        rbd.RBD().create(iio, migrating, 4 * MiB)
+        with rbd.Image(iio, migrating) as img:
+            img.metadata_set(CLONED_MARK, "1")
+        subprocess.run(["rbd", *A, "migration", "prepare", f"{env.ipool}/{migrating}",
+                        f"{env.ipool}/{migrating}-target"], check=True, capture_output=True)
+        assert _trash_entry(ceph_cluster, iio, migrating)["source"] == "MIGRATION"
+
+        # 3. images named by a UUID that no upload of ours made: a clone of another tool's
+        # snapshot, a clone of an upload snapshot named for another image, a plain image,
+        # and a trashed one (source user) with no mark and no parent of ours
+        base = env.volume(4 * MiB)
+        with rbd.Image(vio, base) as img:
+            img.create_snap("backup-1")
+            img.create_snap(f"image-{uuid.uuid4()}")
+            other_upload = [s["name"] for s in img.list_snaps() if s["name"].startswith("image-")][0]
+        foreign = [str(uuid.uuid4()) for _ in range(4)]
+        rbd.RBD().clone(vio, base, "backup-1", iio, foreign[0])
+        rbd.RBD().clone(vio, base, other_upload, iio, foreign[1])
+        rbd.RBD().create(iio, foreign[2], 4 * MiB)
+        rbd.RBD().create(iio, foreign[3], 4 * MiB)
+        rbd.RBD().trash_move(iio, foreign[3])
+        made.append((iio, _trash_entry(ceph_cluster, iio, foreign[3])["id"]))
+
+        before = env.pool_state()
+        dry = _json(env.cli("--config-file", conf_file, "purge", "--dry-run"))
+        assert dry["would_remove"] == [] and dry["dry_run"]
+        for _ in range(2):  # every purge: CLI (stores detail) and in-process
+            out = _json(env.cli("--config-file", conf_file, "purge"))
+            assert out["removed"] == [] and out["snapshots_removed"] == [], out
+            assert env.ipool in out["pools"]
+            out = _purge(env, conf_file, include_unmarked=True)
+            assert out["removed"] == [] and out["snapshots_removed"] == [], out
+        assert env.pool_state() == before
+
+        subprocess.run(["rbd", *A, "migration", "abort", f"{env.ipool}/{migrating}-target"],
+                       check=True, capture_output=True)
+        rbd.RBD().remove(iio, migrating)
+        for name in foreign[:3]:
+            rbd.RBD().remove(iio, name)
+        with rbd.Image(vio, base) as img:
+            for s in list(img.list_snaps()):
+                img.remove_snap(s["name"])
+    finally:
+        if migrating and migrating in [e["name"] for e in json.loads(ceph_cluster.admin(
+                "rbd", "trash", "ls", "-a", "-p", env.ipool, "--format", "json") or "[]")]:
+            subprocess.run(["rbd", *A, "migration", "abort", f"{env.ipool}/{migrating}-target"],
+                           capture_output=True)
+            subprocess.run(["rbd", *A, "rm", f"{env.ipool}/{migrating}"], capture_output=True)
+        for io, tid in made:
+            try:
+                _set_trash_source(io, tid, USER)
+                rbd.RBD().trash_remove(io, tid, force=True)
+            except (rados.Error, rbd.Error, StopIteration, KeyError):
+                pass
+
+
+def _lock_objects(env):
+    return {p: sorted(o.key for o in env.io[p].list_objects() if o.key.startswith("rbd_clone_lock."))
+            for p in (env.vpool, env.ipool)}
+
+
+def _crashed_upload(env, conf_file, point):
+    vol = env.volume(16 * MiB)
+    image_id = env.image()
+    proc = env.cli("--config-file", conf_file, "upload", vol, image_id,
+                   env={faults.ENV_POINT: point})
+    assert proc.returncode == -9, proc.stderr
+    return vol, image_id
+
+
+@pytest.mark.parametrize("point", ["clone.volume_snapshot_created", "clone.cloned",
+                                   "clone.image_snapshot_protected"])
+@pytest.mark.parametrize("glance_state", ["deleted", "queued"])
+def test_the_orphans_of_a_failed_upload_are_removed_by_one_purge(
+        cinder_env, glance_peer, point, glance_state):
+    """Cinder gave up on the upload (a crash; the volume manager then deletes the queued
+    image, or leaves it queued) and never retries with that image id: one purge removes
+    the clone and the upload snapshot; the volume is whole."""
+    env = cinder_env
+    conf_file = env.conf()
+    vol, image_id = _crashed_upload(env, conf_file, point)
+    sha = env.volume_sha(vol)
+    left = env.new_state(env.baseline)
+    assert left[env.vpool]["images"][vol] != [] or image_id in left[env.ipool]["images"]
+    if glance_state == "deleted":
+        assert glance_peer.request("DELETE", f"/v2/images/{image_id}").status == 204
+    else:
+        assert env.get_image(image_id)["status"] == "queued"
+    out = _json(env.cli("--config-file", conf_file, "purge"))
+    state = env.new_state(env.baseline)
+    assert _lock_objects(env) == {env.vpool: [], env.ipool: []}, out  # the dead holder's too
+    assert state[env.ipool] == {"images": {}, "trash": []}, (state, out)
+    assert state[env.vpool] == {"images": {vol: []}, "trash": []}, (state, out)
+    assert env.volume_sha(vol) == sha
+    if point != "clone.volume_snapshot_created":
+        assert f"{env.ipool}/{image_id}" in out["removed"]
+        assert "clone of a failed upload" in out["reasons"][f"{env.ipool}/{image_id}"]
+    # the volume uploads again, by clone, to a new image
+    again = env.image()
+    assert env.upload(conf_file, vol, again)["method"] == "clone"
+    _wait_hashed(env, again)
+
+
+def test_an_upload_in_flight_is_not_an_orphan(cinder_env, glance_peer):
+    """A clone whose queued image has no location yet is left alone while its upload
+    holds the image's upload lock (a live upload between clone and registration)."""
+    env = cinder_env
+    conf_file = env.conf()
+    vol, image_id = _crashed_upload(env, conf_file, "clone.image_snapshot_protected")
+    before = env.pool_state()
+    _, backend = env.load(conf_file)
+    with connect(backend) as cluster:
+        lock = ImageLock(cluster, env.ipool, image_id).__enter__()  # a live holder: us
+        try:
+            out = _purge(env, conf_file)
+            assert out["removed"] == [] and env.pool_state() == before, out
+            assert any(k["image"] == f"{env.ipool}/{image_id}" and "in progress" in k["reason"]
+                       for k in out["kept"]), out
+        finally:
+            lock.__exit__()
+    # Glance's import task property counts as in flight too: set it, purge keeps the clone
+    assert glance_peer.request(
+        "PATCH", f"/v2/images/{image_id}",
+        body=[{"op": "add", "path": "/os_glance_import_task", "value": str(uuid.uuid4())}],
+        headers={"Content-Type": "application/openstack-images-v2.1-json-patch"}).status in (200, 403)
+    if env.get_image(image_id).get("os_glance_import_task"):
+        assert _purge(env, conf_file)["removed"] == []
+        assert env.pool_state() == before
+    assert glance_peer.request("DELETE", f"/v2/images/{image_id}").status == 204
+    _purge(env, conf_file)
+    assert env.new_state(env.baseline)[env.ipool] == {"images": {}, "trash": []}
+
+
+def test_dry_run_prints_the_plan_and_removes_nothing(cinder_env, glance_peer):
+    env = cinder_env
+    conf_file = env.conf()
+    # a trashed source volume whose image Glance deleted, and a failed upload's orphan
+    vol = env.volume(16 * MiB)
+    image_id = env.image()
+    assert env.upload(conf_file, vol, image_id)["method"] == "clone"
+    _wait_hashed(env, image_id)
+    assert _json(env.cli("--config-file", conf_file, "delete-volume", vol))["action"] == "trashed"
+    assert glance_peer.request("DELETE", f"/v2/images/{image_id}").status == 204
+    vol2, orphan = _crashed_upload(env, conf_file, "clone.image_snapshot_protected")
+    assert glance_peer.request("DELETE", f"/v2/images/{orphan}").status == 204
+
+    before = env.pool_state()
+    proc = env.cli("--config-file", conf_file, "purge", "--dry-run")
+    out = _json(proc)
+    assert env.pool_state() == before
+    plan = {p["what"]: p["reason"] for p in out["would_remove"]}
+    assert f"{env.vpool}/{vol}" in plan and f"{env.ipool}/{orphan}" in plan, out
+    assert out["removed"] == [] and out["dry_run"] is True
+    assert f"would remove {env.ipool}/{orphan}: clone of a failed upload" in proc.stderr
+    print("purge --dry-run:\n" + "\n".join(f"  {w}: {r}" for w, r in plan.items()))
+
+    proc = env.cli("--config-file", conf_file, "purge")
+    out = _json(proc)
+    assert f"removed {env.vpool}/{vol}: " in proc.stderr  # every removal logged with why
+    assert sorted(out["removed"]) == sorted([f"{env.vpool}/{vol}", f"{env.ipool}/{orphan}"])
+    assert env.new_state(env.baseline) == {env.vpool: {"images": {vol2: []}, "trash": []},
+                                           env.ipool: {"images": {}, "trash": []}}
