@@ -9,10 +9,10 @@ Everything else is upstream's ``cinder.volume.drivers.rbd.RBDDriver``, except:
 
 * ``copy_volume_to_image``: reads Glance's stores detail with Cinder's privileged
   ``[glance]`` access, runs cinder_ext's decision and, when it says Clone, the clone
-  transaction (cinder_ext.clone.CloneUpload), registering the location with Cinder's
-  own ``GlanceImageService.add_location`` (Glance's add-location API, legacy PATCH
-  as Cinder falls back). Otherwise, and after a clone that failed and was rolled back,
-  upstream's own copy. One log line says which method ran and why.
+  transaction (cinder_ext.clone.CloneUpload), registering the location with Glance's
+  add-location API as the user, with Cinder's service token (see CinderGlance).
+  Otherwise, and after a clone that failed and was rolled back, upstream's own copy.
+  One log line says which method ran and why.
 * ``delete_volume``: a volume that is the parent of clone-uploaded images moves to
   the RBD trash in constant time (upstream would flatten every such image: O(size)),
   the images keep working, and a periodic purge removes it once the images are gone.
@@ -34,10 +34,13 @@ except ImportError as e:  # say what is missing, not which line noticed
                       f"Cinder installed: {e}", name=e.name) from None
 
 from glanceclient import exc as glance_exc
+from keystoneauth1 import loading as ks_loading
+from keystoneauth1 import session as ks_session
 from oslo_config import cfg
 from oslo_log import log as logging
 from oslo_service import loopingcall
 
+from cinder import context as cinder_context
 from cinder import exception
 from cinder.image import glance as cinder_glance
 from cinder import interface
@@ -51,6 +54,7 @@ from cinder_ext import exceptions as exc
 from cinder_ext import glance as glance_mod
 from cinder_ext import opts as ext_opts
 from cinder_ext.ceph import Cluster
+from cinder_ext.depth import clone_depth
 
 LOG = logging.getLogger(__name__)
 
@@ -76,23 +80,33 @@ class CinderGlance(glance_mod.Glance):
     """The calls the clone transaction makes, through Cinder's own Glance client.
 
     Same interface as cinder_ext.glance.Glance (whose wait_active is reused), but every
-    call goes through cinder.image.glance: the ``[glance]`` keystoneauth session
-    (``privileged_user``: the service credentials the stores detail and the location
-    API need), ``glance_api_servers`` or the catalog, Cinder's retries and TLS options.
+    call goes through cinder.image.glance: ``glance_api_servers`` or the catalog,
+    Cinder's retries and TLS options, and whose credentials:
+
+    * the image calls (get, tasks, add location) carry the **user's** token plus
+      Cinder's service token (``[service_user] send_service_user_token``): the user owns
+      a private image that Cinder's service user cannot even see (Glance answers 404),
+      and Glance 33 accepts an rbd location from a project member whose request carries
+      the ``service`` role in its service token (``service_roles``);
+    * the stores detail is not the user's business: Cinder's ``[glance]`` service
+      credentials (``privileged_user``), which the ``admin or service`` policy admits.
     """
 
     # no HTTP plumbing of our own: the parent's __init__ (keystoneauth from our options)
     # is replaced by Cinder's client
-    def __init__(self, context, image_service):  # pylint: disable=super-init-not-called
+    # privileged: every call with Cinder's [glance] service credentials (the periodic
+    # purge, which acts for no user)
+    def __init__(self, context, image_service, privileged=False):  # pylint: disable=super-init-not-called
         self.context = context
         self.image_service = image_service
         self.client = cinder_glance.GlanceClientWrapper()
         self.poll_interval = POLL_INTERVAL
+        self.privileged = privileged
 
-    def _call(self, op, method, *args, **kwargs):
+    def _call(self, op, method, *args, privileged=False, **kwargs):
         try:
             return _unwrap(self.client.call(self.context, method, *args,
-                                            privileged_user=True, **kwargs))
+                                            privileged_user=privileged, **kwargs))
         except Exception as e:  # glanceclient and Cinder errors: one family for the caller
             raise self._translate(op, e) from None
 
@@ -118,32 +132,82 @@ class CinderGlance(glance_mod.Glance):
         return exc.GlanceError(msg, status=status, op=op)
 
     def stores_detail(self):
-        return dict(self._call("get stores detail", "get_stores_info_detail"))
+        return dict(self._call("get stores detail", "get_stores_info_detail", privileged=True))
 
     def get_image(self, image_id):
-        return dict(self._call(f"get image {image_id}", "get", image_id))
+        return dict(self._call(f"get image {image_id}", "get", image_id, privileged=self.privileged))
+
+    def image_tasks_strict(self, image_id):
+        """The image's tasks, as the image's owner (Glance lists them to whoever may get
+        the image); [] when the image is gone. Any other failure raises: "could not tell"
+        must never read as "nothing running" (a rollback would remove a clone Glance is
+        registering)."""
+        try:
+            body = self._call(f"list tasks of image {image_id}", "get_associated_image_tasks",
+                              image_id, privileged=self.privileged)
+        except exc.GlanceNotFound:
+            return []
+        return list(dict(body).get("tasks", []))
 
     def image_tasks(self, image_id):
         try:
-            body = self._call(f"list tasks of image {image_id}", "get_associated_image_tasks",
-                              image_id)
+            return self.image_tasks_strict(image_id)
         except exc.GlanceError:
-            return []  # an older Glance, or a policy that does not tell
-        return list(dict(body).get("tasks", []))
+            return []  # only to tell our task from older ones, never to decide
+
+    def sees_every_image(self):
+        """True when Cinder's [glance] user has Glance's admin role (every image visible),
+        False when it has not, None when Keystone could not tell (ask again later)."""
+        try:
+            auth = ks_loading.load_auth_from_conf_options(cfg.CONF, cinder_glance.GLANCE_GROUP)
+            if auth is None:
+                return False
+            return "admin" in auth.get_access(ks_session.Session()).role_names
+        except Exception as e:  # unknown is not yes
+            LOG.debug("Cannot tell the [glance] user's roles: %s", e)
+            return None
 
     def add_location(self, image_id, url):
         op = f"add location {url} to image {image_id}"
         before = {t.get("id") for t in self.image_tasks(image_id)}
-        try:
-            # Cinder's own path (as for image_upload_use_cinder_backend): Glance's
-            # add-location API with the service credentials, else the legacy call
-            # metadata {}: Cinder 29 passes it to glanceclient's add_image_location as
-            # validation_data, which Glance 33 validates (a 'store' key there is a 400);
-            # Glance finds the store from the rbd URL
-            self.image_service.add_location(self.context, image_id, url, {})
-        except Exception as e:
-            raise self._translate(op, e) from None
+        # Glance's add-location API (2.17) as the image's owner with Cinder's service
+        # token, not Cinder's image_service.add_location: that one authenticates as the
+        # [glance] service user alone, to whom a member's private image does not exist.
+        # validation_data {}: Glance 33 validates it (a 'store' key there is a 400); Glance
+        # finds the store from the rbd URL
+        self._call(op, "add_image_location", image_id, url, {})
         return "cinder", before
+
+
+class _NativeThreadCeph:
+    """Our Ceph adapter with every call run in a native thread (eventlet's tpool), as
+    upstream's driver runs librbd (tpool.Proxy): cinder-volume is one eventlet hub, and a
+    librbd/librados call made on it blocks every other request, RPC and heartbeat of the
+    service for as long as it takes (a clone's image snapshot waits ~1 s for the monitor).
+    Measured on tools/cloud with 8 clone uploads at once (tests/cloud/test_concurrency.py):
+    without this each upload took ~20 s (serialized on the hub) and a volume create+delete
+    up to 12.5x its idle time; with it ~8 s and ~2.3x. Under threading (no eventlet) the
+    calls run as they are."""
+
+    def __init__(self, cluster, execute):
+        self._cluster = cluster
+        self._execute = execute
+
+    def __getattr__(self, name):
+        attr = getattr(self._cluster, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            return self._execute(attr, *args, **kwargs)
+        return call
+
+
+def _native_executor():
+    if utils.concurrency_mode_threading():
+        return lambda fn, *a, **kw: fn(*a, **kw)
+    from eventlet import tpool
+    return tpool.execute
 
 
 @interface.volumedriver
@@ -175,9 +239,13 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
                     raise exception.VolumeBackendAPIException(
                         data=f"upload of {volume.name} to image {image_id}: {e}") from None
                 choice = decision.Copy(decision.CLONE_FAILED, e.reason)
-            except (exc.CloneIncomplete, clone_mod.VolumeLocked) as e:
-                # VolumeLocked: a delete of the volume holds it, or has removed it
-                raise exception.VolumeBackendAPIException(data=str(e)) from None
+            except (exc.CloneIncomplete, exc.VolumeLocked, exc.UploadInProgress) as e:
+                # VolumeLocked: a delete of the volume holds it, or has removed it;
+                # UploadInProgress: another live upload to this image id (nothing done).
+                # A Cinder exception, not one of ours: the manager deletes the image, puts
+                # the volume back as it was and reports this message
+                raise exception.VolumeBackendAPIException(
+                    data=f"upload of {volume.name} to image {image_id}: {e}") from None
             else:
                 LOG.info("Upload of volume %(vol)s to image %(img)s: method=clone, "
                          "location=%(loc)s, %(secs).3f s (%(steps)s)",
@@ -216,8 +284,20 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
                             "the image's metadata", {"img": image_meta["id"], "err": e})
                 image = image_meta
             fsid = self._get_fsid()
+            # hops above the volume, through the Glance pool too: volume -> image -> volume
+            # chains must stop at rbd_max_clone_depth under Cinder as on the CLI
+            try:
+                depth = self._ceph(clone_depth, self.configuration.rbd_pool, volume.name)
+            except exc.CephError as e:
+                LOG.warning("Upload of volume %(vol)s: cannot count its clone depth (%(err)s)",
+                            {"vol": volume.name, "err": e})
+                depth = None
         choice = decision.decide(True, stores, vol, image, fsid, self._requested_store(volume),
-                                 stores_error)
+                                 stores_error, volume_depth=depth,
+                                 max_clone_depth=self.configuration.rbd_max_clone_depth)
+        if depth is None and isinstance(choice, decision.Clone):
+            # unknown depth is not a licence to deepen the chain
+            choice = decision.Copy(decision.CLONE_FAILED, "the volume's clone depth is unknown")
         return choice, timer
 
     @staticmethod
@@ -233,21 +313,19 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
                           self.configuration.rados_connection_retries,
                           self.configuration.rados_connection_interval)
         glance = CinderGlance(context, image_service)
-        tx = clone_mod.CloneUpload(cluster, glance, self.configuration.rbd_pool, volume.name,
-                                   image_id, target, self.configuration.clone_active_timeout, timer)
+        execute = _native_executor()
+        # every Ceph call of the transaction in a native thread; its Glance calls (green
+        # sockets) stay on the hub
+        tx = clone_mod.CloneUpload(_NativeThreadCeph(cluster, execute), glance,
+                                   self.configuration.rbd_pool, volume.name, image_id, target,
+                                   self.configuration.clone_active_timeout, timer)
         try:
-            # under eventlet, connecting must not stall the hub; the clone's own Ceph
-            # calls are metadata operations of a few milliseconds each
-            if utils.concurrency_mode_threading():
-                cluster.connect()
-            else:
-                from eventlet import tpool
-                tpool.execute(cluster.connect)
+            execute(cluster.connect)
             return tx.run()
         except exc.CephError as e:  # connecting or clearing old leftovers: nothing new made
             raise exc.CloneFailed(str(e), reason=str(e), cleaned=True, cause=e) from None
         finally:
-            cluster.close()
+            execute(cluster.close)
 
     # -- delete ---------------------------------------------------------------------
     def _ceph(self, fn, *args, **kwargs):
@@ -286,9 +364,9 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
                                  volume.name, delete_mod.DEFERRED, delay,
                                  self.configuration.rbd_concurrent_flatten_operations,
                                  leaf_remove=lambda: leaf.append(True))
-            except exc.VolumeBusy as e:
+            except exc.VolumeBusy as e:  # VolumeLocked too: the volume goes back to available
                 raise exception.VolumeIsBusy(str(e), volume_name=volume.name) from None
-            except exc.CephError as e:
+            except exc.CinderExtError as e:
                 raise exception.VolumeBackendAPIException(data=str(e)) from None
             if leaf:  # nothing depends on it: upstream's removal, in this thread
                 self._delete_volume(volume, client)
@@ -298,17 +376,55 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
                          "deleted", {"vol": volume.name, "deps": ", ".join(out["dependents"])})
 
     def purge_trashed_parents(self, client=None):
-        """Remove our trashed volumes that nothing depends on any more (cinder_ext.delete).
+        """Reclaim what deletions left once nothing needs it (cinder_ext.delete.purge), in
+        the backend's pool and in every Glance rbd pool of this cluster (from the stores
+        detail): trashed volumes, Glance's trashed images, upload snapshots, upstream's
+        <volume>.deleted.
 
+        Failed uploads' clones are reconciled only when Glance's answers can be trusted
+        for every image (Cinder's [glance] user is an admin): to anyone else a member's
+        private image looks gone (404), and its clone would be taken for an orphan.
         Returns the trash ids of our entries that stay (images still depend on them).
         """
-        out = self._ceph(delete_mod.purge, self.configuration.rbd_pool, (),
-                         scan_volumes=False)
+        ctx = cinder_context.get_admin_context()
+        glance = CinderGlance(ctx, None, privileged=True)
+        pools = ()
+        if self.configuration.enable_clone_optimization:
+            try:
+                pools = delete_mod.image_pools(glance.stores_detail(), self._get_fsid())
+            except exc.GlanceError as e:
+                LOG.debug("Purge: no stores detail (%s): the backend's pool only", e)
+        trusted = glance if pools and self._glance_sees_every_image(glance) else None
+        if trusted is None:
+            out = self._ceph(delete_mod.purge, self.configuration.rbd_pool, pools,
+                             scan_volumes=False)
+        else:
+            # Glance's calls (green sockets) stay on the hub, the Ceph calls go to native
+            # threads, as in the upload
+            execute = _native_executor()
+            name, conf, user, _secret = self._get_config_tuple()
+            cluster = Cluster(conf, user, name, self.configuration.rados_connect_timeout,
+                              self.configuration.rados_connection_retries,
+                              self.configuration.rados_connection_interval)
+            execute(cluster.connect)
+            try:
+                out = delete_mod.purge(_NativeThreadCeph(cluster, execute),
+                                       self.configuration.rbd_pool, pools, scan_volumes=False,
+                                       glance=trusted)
+            finally:
+                execute(cluster.close)
         for what in out["removed"]:
             LOG.info("Purged %s from the trash: no image depends on it any more", what)
         for kept in out["kept"]:
             LOG.debug("%s stays in the trash: %s", kept["image"], kept["reason"])
         return {kept["trash_id"] for kept in out["kept"]}
+
+    def _glance_sees_every_image(self, glance):
+        # asked of Keystone until it answers, then once per service start (the roles of a
+        # service user rarely change)
+        if getattr(self, "_glance_admin", None) is None:
+            self._glance_admin = glance.sees_every_image()
+        return bool(self._glance_admin)
 
     def _trash_purge(self):
         # upstream's periodic purge, but our entries are handled quietly: a volume that

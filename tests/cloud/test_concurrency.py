@@ -1,0 +1,97 @@
+"""cinder-volume stays responsive while clone uploads run (issue 14).
+
+Cinder's volume service is one eventlet hub: a librbd call made on it (not through
+tpool) blocks every other request, its RPC and its heartbeats, for as long as the call
+takes. While 8 clone uploads run at once through the API, a volume create (1 GB) plus its
+delete must finish within 1.5x of its time on an idle cloud, and the volume service list
+(as admin) must never show cinder-volume down.
+
+The uploads and the probe go through the same REST calls `openstack image create
+--volume`, `openstack volume create` and `openstack volume delete` make, without a CLI
+process each: on a 2-core machine nine Python CLIs starting at once measure the client's
+CPU, not the service.
+"""
+
+import concurrent.futures
+import os
+import statistics
+import threading
+import time
+
+UPLOADS = 8
+RATIO = 1.5
+
+
+def create_delete(cloud):
+    t0 = time.monotonic()
+    code, body = cloud.post("volume", "/volumes", {"volume": {"size": 1, "name": "probe"}})
+    assert code == 202, body
+    vol = body["volume"]["id"]
+    cloud.wait("volume", vol, "available")
+    code, body = cloud.post("volume", f"/volumes/{vol}", None, method="DELETE")
+    assert code == 202, body
+    cloud.wait_gone("volume", vol)
+    return time.monotonic() - t0
+
+
+def upload(cloud, vol, name):
+    t0 = time.monotonic()
+    code, body = cloud.post("volume", f"/volumes/{vol}/action", {"os-volume_upload_image": {
+        "image_name": name, "disk_format": "raw", "container_format": "bare", "force": False}})
+    assert code == 202, body
+    image = body["os-volume_upload_image"]["image_id"]
+    cloud.wait("image", image, "active", bad=("killed", "deleted"))
+    cloud.wait("volume", vol, "available")
+    return image, time.monotonic() - t0
+
+
+def test_volume_service_responsive_during_8_clone_uploads(cloud):
+    vols, images = [], []
+    try:
+        _run(cloud, vols, images)
+    finally:
+        for img in images:
+            cloud.post("image", f"/v2/images/{img}", None, method="DELETE")
+        for v in vols:
+            cloud.post("volume", f"/volumes/{v}", None, method="DELETE")
+
+
+def _run(cloud, vols, images):
+    for i in range(UPLOADS):
+        code, body = cloud.post("volume", "/volumes", {"volume": {"size": 1, "name": f"conc-src-{i}"}})
+        assert code == 202, body
+        vols.append(body["volume"]["id"])
+    for v in vols:
+        cloud.wait("volume", v, "available")
+        cloud.write_volume(v, os.urandom(4 << 20))
+    idle = [create_delete(cloud) for _ in range(3)]
+    idle_s = statistics.median(idle)
+
+    down, stop = [], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            for svc in cloud.services():
+                if svc["binary"] == "cinder-volume" and svc["state"] != "up":
+                    down.append((time.time(), svc))
+            stop.wait(1)
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(UPLOADS) as pool:
+            futures = [pool.submit(upload, cloud, v, f"conc-img-{i}") for i, v in enumerate(vols)]
+            time.sleep(0.5)  # the uploads are in cinder-volume by now
+            busy_s = create_delete(cloud)
+            uploads = [f.result() for f in futures]
+    finally:
+        stop.set()
+        watcher.join()
+    images += [img for img, _ in uploads]
+    methods = [cloud.method_of(img) for img in images]
+    print(f"\nvolume create+delete: idle {idle_s:.2f} s (runs {', '.join(f'{x:.2f}' for x in idle)}), "
+          f"during {UPLOADS} clone uploads {busy_s:.2f} s ({busy_s / idle_s:.2f}x); uploads took "
+          f"{', '.join(f'{s:.1f}' for _, s in uploads)} s; methods {methods}")
+    assert methods == ["clone"] * UPLOADS, methods
+    assert not down, f"cinder-volume reported down: {down[:3]}"
+    assert busy_s <= RATIO * idle_s, (f"volume create+delete took {busy_s:.2f} s during the uploads, "
+                                      f"{busy_s / idle_s:.2f}x its idle {idle_s:.2f} s")

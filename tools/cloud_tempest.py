@@ -1,0 +1,200 @@
+#!/usr/bin/python3
+"""Tempest 47 and cinder-tempest-plugin 1.23 against a tools/cloud cloud (no compute).
+
+    tools/cloud tempest DIR [--regex R] [--concurrency N]
+
+Writes DIR/tempest (a `tempest init` workspace) with a tempest.conf for this cloud:
+Keystone v3 with dynamic credentials from the admin, Glance and Cinder available, Nova,
+Neutron and Swift not; `[volume-feature-enabled] volume_image_dep_tests` (and its new
+name enable_volume_image_dep_tests) on; `[compute] image_ref`, which tempest's volume
+tests create volumes from, a small public raw image uploaded here. Runs the tests that
+REGEX (default: SELECTION) names, and prints pass, skip (with each reason) and fail
+counts; DIR/tempest/results.json has every test's status. Exit 1 when a test failed.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import demo_openstack  # noqa: E402
+
+VENV = os.path.join(os.environ.get("PEERS_DIR", os.path.join(os.path.dirname(HERE), ".peers")), "tempest")
+
+# The spec's dependency tests; every test that uploads a volume to an image or creates a
+# volume from an image and needs no compute; and tempest's volume smoke set.
+SELECTION = ("^(cinder_tempest_plugin\\.api\\.volume\\.(test_volume_dependency|test_create_from_image)"
+             "|tempest\\.api\\.volume\\.(test_volumes_actions|test_volumes_get|test_image_metadata"
+             "|test_volumes_clone)"
+             "|tempest\\.api\\.volume\\..*\\[.*\\bsmoke\\b.*\\])")
+
+PARSE = r'''
+import json, sys
+import subunit, testtools
+stream = subunit.ByteStreamToStreamResult(sys.stdin.buffer, non_subunit_name="stdout")
+out = {}
+def on_test(test):
+    reason = ""
+    if test["status"] == "skip":
+        d = test["details"].get("reason")
+        reason = d.as_text() if d is not None else ""
+    elif test["status"] == "fail":
+        d = test["details"].get("traceback")
+        reason = d.as_text()[-1500:] if d is not None else ""
+    out[test["id"]] = {"status": test["status"], "reason": reason}
+result = testtools.StreamToDict(on_test)
+result.startTestRun(); stream.run(result); result.stopTestRun()
+json.dump(out, sys.stdout)
+'''
+
+
+def ini(sections):
+    out = []
+    for section, options in sections.items():
+        out.append(f"[{section}]")
+        out += [f"{k} = {v}" for k, v in options.items()]
+        out.append("")
+    return "\n".join(out)
+
+
+def image_ref(cloud):
+    """A small public raw image as admin: what tempest creates volumes from."""
+    code, body = cloud.post("image", "/v2/images", {"name": "tempest-raw", "disk_format": "raw",
+                                                    "container_format": "bare", "visibility": "public"},
+                            user="admin")
+    assert code == 201, body
+    token, _ = cloud.token("admin")
+    req = urllib.request.Request(f"{cloud.state['image_url']}/v2/images/{body['id']}/file",
+                                 data=os.urandom(1 << 20), method="PUT",
+                                 headers={"X-Auth-Token": token, "Content-Type": "application/octet-stream"})
+    with urllib.request.urlopen(req, timeout=120):
+        pass
+    cloud.wait("image", body["id"], "active", user="admin", bad=("killed",))
+    return body["id"]
+
+
+def write_conf(cloud, ws):
+    ks = cloud.state["keystone"]
+    admin = ks["users"]["admin"]
+    return ini({
+        "DEFAULT": {"log_file": os.path.join(ws, "tempest.log"), "debug": "false"},
+        "auth": {"use_dynamic_credentials": "true", "admin_username": "admin",
+                 "admin_password": admin["password"], "admin_project_name": "admin",
+                 "admin_domain_name": "Default", "create_isolated_networks": "false"},
+        "identity": {"uri_v3": ks["auth_url"], "auth_version": "v3", "region": ks["region"],
+                     "v3_endpoint_type": "public"},
+        "identity-feature-enabled": {"api_v2": "false", "api_v3": "true"},
+        # no Neutron: tempest's volume classes that declare create_default_network skip
+        # (VolumesActionsTest, with tempest's only upload test, test_volume_upload); with
+        # neutron "available" the dynamic credentials' cleanup calls Neutron and fails
+        "service_available": {"nova": "false", "glance": "true", "cinder": "true", "neutron": "false",
+                              "swift": "false", "heat": "false", "horizon": "false"},
+        "compute": {"image_ref": image_ref(cloud), "image_ref_alt": ""},
+        "compute-feature-enabled": {"attach_encrypted_volume": "false"},
+        "image": {"catalog_type": "image", "region": ks["region"], "build_timeout": 300},
+        "image-feature-enabled": {"api_v2": "true", "api_v1": "false", "import_image": "false"},
+        "volume": {"catalog_type": "volumev3", "region": ks["region"], "build_timeout": 300,
+                   "storage_protocol": "ceph", "vendor_name": "Open Source", "backend_names": "ceph",
+                   "volume_size": 1, "min_microversion": "3.0", "max_microversion": "latest"},
+        "volume-feature-enabled": {"api_v3": "true", "backup": "false", "snapshot": "true",
+                                   "clone": "true", "manage_volume": "false", "manage_snapshot": "false",
+                                   "extend_attached_volume": "false", "volume_revert": "true",
+                                   "volume_image_dep_tests": "true",
+                                   "enable_volume_image_dep_tests": "true"},
+        "validation": {"run_validation": "false"},
+        "network-feature-enabled": {"port_security": "false"},
+    })
+
+
+def run(directory, regex=SELECTION, concurrency=2, log=print):
+    cloud = demo_openstack.Cloud(directory)
+    ws = os.path.join(cloud.dir, "tempest")
+    env = cloud.os_env()
+    for k in [k for k in env if k.startswith(("OS_", "CLOUD_"))]:
+        del env[k]
+    env["PATH"] = os.path.join(VENV, "bin") + ":/usr/bin:/bin"
+    if not os.path.exists(os.path.join(ws, "etc", "tempest.conf")):
+        # a name of its own: tempest's workspace registry (in HOME) keeps old names
+        proc = subprocess.run([os.path.join(VENV, "bin", "tempest"), "init", "--name",
+                               f"cloud-{int(time.time() * 1000)}", ws], env=env, cwd=cloud.dir,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"tempest init: {(proc.stderr or proc.stdout).strip()[-500:]}")
+        with open(os.path.join(ws, "etc", "tempest.conf"), "w") as f:
+            f.write(write_conf(cloud, ws))
+    clone_lines_before = count_methods(cloud)
+    t0 = time.monotonic()
+    proc = subprocess.run([os.path.join(VENV, "bin", "tempest"), "run", "--regex", regex,
+                           "--concurrency", str(concurrency)], env=env, cwd=ws,
+                          capture_output=True, text=True)
+    secs = time.monotonic() - t0
+    with open(os.path.join(ws, "run.log"), "w") as f:
+        f.write(proc.stdout + proc.stderr)
+    sub = subprocess.run([os.path.join(VENV, "bin", "stestr"), "last", "--subunit"], env=env, cwd=ws,
+                         capture_output=True)
+    parsed = subprocess.run([os.path.join(VENV, "bin", "python"), "-c", PARSE], input=sub.stdout,
+                            capture_output=True, env=env, cwd=ws)
+    if parsed.returncode != 0:
+        raise RuntimeError(f"cannot read tempest's results: {parsed.stderr.decode()[-500:]}")
+    results = json.loads(parsed.stdout)
+    after = count_methods(cloud)
+    summary = {"seconds": round(secs, 1), "regex": regex, "concurrency": concurrency,
+               "results": results, "returncode": proc.returncode,
+               "uploads": {"clone": after["clone"] - clone_lines_before["clone"],
+                           "copy": after["copy"] - clone_lines_before["copy"],
+                           "copy_reasons": after["copy_reasons"][len(clone_lines_before["copy_reasons"]):]}}
+    with open(os.path.join(ws, "results.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    report(summary, log)
+    return summary
+
+
+def count_methods(cloud):
+    counts = {"clone": 0, "copy": 0, "copy_reasons": []}
+    try:
+        with open(cloud.volume_log, errors="replace") as f:
+            for line in f:
+                if ": method=clone" in line:
+                    counts["clone"] += 1
+                elif ": method=copy" in line:
+                    counts["copy"] += 1
+                    counts["copy_reasons"].append(line.split("reason=", 1)[-1].strip()[:200])
+    except OSError:
+        pass
+    return counts
+
+
+def report(summary, log=print):
+    res = summary["results"]
+    by = {"success": [], "skip": [], "fail": []}
+    for test, r in sorted(res.items()):
+        by.setdefault(r["status"], []).append((test, r["reason"]))
+    log(f"tempest: {len(by['success'])} passed, {len(by['skip'])} skipped, {len(by['fail'])} failed "
+        f"in {summary['seconds']} s (tempest run --regex '{summary['regex']}' --concurrency "
+        f"{summary['concurrency']})")
+    for test, reason in by["skip"]:
+        log(f"  skipped {test}: {reason.strip()}")
+    for test, reason in by["fail"]:
+        log(f"  FAILED {test}: {reason.strip().splitlines()[-1:] if reason else ''}")
+    up = summary["uploads"]
+    log(f"cinder-volume uploads during the run: method=clone {up['clone']}, method=copy {up['copy']}"
+        + (f" (reasons: {'; '.join(up['copy_reasons'])})" if up["copy"] else ""))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="cloud tempest")
+    p.add_argument("dir")
+    p.add_argument("--regex", default=SELECTION)
+    p.add_argument("--concurrency", type=int, default=2)
+    args = p.parse_args(argv)
+    summary = run(args.dir, args.regex, args.concurrency)
+    return 1 if any(r["status"] == "fail" for r in summary["results"].values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
