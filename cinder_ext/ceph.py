@@ -609,18 +609,8 @@ class Cluster:
             except rados.ObjectNotFound:
                 pass
 
-    def lock_holders(self, pool, obj, name):
-        """[(entity_type, entity_num, cookie)] of the holders of lock `name` on pool/obj."""
-        with self._op(f"read lock {name} on", pool, obj):
-            try:
-                ret, out = self.ioctx(pool).execute(obj, "lock", "get_info",
-                                                    _cls_header(_cls_string(name)), length=65536)
-            except rados.ObjectNotFound:
-                return []
-        return _decode_lockers(out[:ret] if ret and ret > 0 else out)
-
     def break_lock(self, pool, obj, name, holder):
-        """Remove another client's lock (holder as lock_holders() returns it)."""
+        """Remove another client's lock (holder: (entity type, entity num, cookie))."""
         etype, enum, cookie = holder
         body = _cls_string(name) + struct.pack("<Bq", etype, enum) + _cls_string(cookie)
         with self._op(f"break lock {name} on", pool, obj, write=True):
@@ -764,25 +754,6 @@ def _decode_lock_info(buf):
         pos = info_end
         out.append({"entity": (etype, enum), "gid": enum, "cookie": cookie, "addr": addr,
                     "desc": desc})
-    return out
-
-
-def _decode_lockers(buf):
-    """cls_lock_get_info_reply -> [(entity_type, entity_num, cookie)]; the rest is skipped."""
-    pos = 6  # reply header
-    (count,) = struct.unpack_from("<I", buf, pos)
-    pos += 4
-    out = []
-    for _ in range(count):
-        pos += 6  # locker_id_t header
-        etype, enum = struct.unpack_from("<Bq", buf, pos)
-        pos += 9
-        (n,) = struct.unpack_from("<I", buf, pos)
-        cookie = buf[pos + 4:pos + 4 + n].decode(errors="replace")
-        pos += 4 + n
-        (info_len,) = struct.unpack_from("<I", buf, pos + 2)  # locker_info_t: skip it whole
-        pos += 6 + info_len
-        out.append((etype, enum, cookie))
     return out
 
 

@@ -2,7 +2,7 @@
 
 from cinder_ext import clone
 from cinder_ext import exceptions as exc
-from cinder_ext.ceph import _decode_lock_info, _decode_lockers
+from cinder_ext.ceph import _decode_lock_info
 
 # cls_lock get_info of a shared lock held by client.4154 at 127.0.0.1:0/3235458663, cookie
 # "cookieA", description "DESCX", tag "tag" (captured from Ceph 16.2.15)
@@ -16,7 +16,6 @@ def test_lock_info_decodes_holder_address_and_description():
     (h,) = _decode_lock_info(REPLY)
     assert h == {"entity": (8, 4154), "gid": 4154, "cookie": "cookieA",
                  "addr": "127.0.0.1:0/3235458663", "desc": "DESCX"}
-    assert _decode_lockers(REPLY) == [(8, 4154, "cookieA")]
 
 
 def test_exceptions_tell_what_happened():
