@@ -65,6 +65,8 @@ def clone_order(volume_stripe_unit, store_chunk_size):
 # gone: no watch at all) is blocklisted (fenced: the OSDs refuse its every op) and only
 # then its lock is broken. Nothing here looks at host names, pids or /proc: a holder in
 # another container with the same host name is alive exactly when it answers.
+ADD_LOCATION_TRIES = 3          # a 5xx that changed nothing is sent again, at most twice
+
 LOCK_PREFIX = "rbd_clone_lock."
 LOCK_NAME = "rbd_clone_lock"   # the one cls_lock on each lock object
 NOTIFY_TIMEOUT = 5.0           # seconds a live holder gets to answer
@@ -465,7 +467,7 @@ class CloneUpload:
                 faults.point("clone.image_snapshot_protected")
             with self.timer.step("register"):
                 registered = True
-                api, tasks_before = self.glance.add_location(self.image_id, self.location.url)
+                api, tasks_before = self._add_location()
                 faults.point("clone.location_requested")
             with self.timer.step("active"):
                 self._wait_active(tasks_before)
@@ -490,6 +492,23 @@ class CloneUpload:
                 raise exc.CloneFailed(f"{reason}; rollback incomplete: {'; '.join(failures)}",
                                       reason=reason, cleaned=False, cause=e) from None
             raise exc.CloneFailed(reason, reason=reason, cleaned=True, cause=e) from None
+
+    def _add_location(self):
+        """Glance's add-location call, sent again after a 5xx that provably changed nothing
+        (the image still queued, without our location, no import task on it, no location
+        task running): Glance 33 answers 500 when its database reports a deadlock between
+        concurrent location requests (MariaDB 1213, seen with 8 uploads at once), and
+        rolls the request back. Anything less certain is left to the caller's rules."""
+        for attempt in range(1, ADD_LOCATION_TRIES + 1):
+            try:
+                return self.glance.add_location(self.image_id, self.location.url)
+            except exc.GlanceError as e:
+                if (attempt == ADD_LOCATION_TRIES or e.status is None or e.status < 500
+                        or not self._safe_to_roll_back(e)):
+                    raise
+                LOG.warning("image %s: %s; Glance did not act on it: sending it again (%d of %d)",
+                            self.image_id, e, attempt + 1, ADD_LOCATION_TRIES)
+                time.sleep(0.2 * attempt)
 
     def _wait_active(self, tasks_before):
         """wait_active, retried over transient errors (no answer, 5xx) within the same bound."""

@@ -100,3 +100,28 @@ def test_unknown_task_state_keeps_the_clone_for_a_retry(cinder_env, glance_proxy
     assert env.image_sha(image_id) == sha
     snaps = env.pool_state()[env.vpool]["images"][vol]
     assert snaps == [("trash", volume_snapshot_name(image_id), False)]
+
+
+def test_a_5xx_that_changed_nothing_is_sent_again(cinder_env, glance_proxy):
+    """Glance 33 answers 500 to concurrent add-location calls when MariaDB reports a
+    deadlock, and rolls the request back. The proxy produces that answer (a database
+    deadlock cannot be made to order): the first POST of the location never reaches
+    Glance and is answered 500. Glance provably did nothing (image queued, no task), so
+    the upload sends it again and clones, instead of falling back to the copy."""
+    env = cinder_env
+    vol = env.volume(16 * MiB)
+    sha, image_id = env.volume_sha(vol), env.image()
+    posts = []
+
+    def intercept(method, path):
+        if method == "POST" and path == f"/v2/images/{image_id}/locations":
+            posts.append(path)
+            if len(posts) == 1:
+                return 500, b'{"message": "The server has either erred or is incapable of performing the requested operation."}'
+        return None
+    glance_proxy.intercept = intercept
+    result = env.upload(_conf(env, glance_proxy.url), vol, image_id)
+    assert len(posts) == 2, posts
+    assert result["method"] == "clone", result
+    assert env.get_image(image_id)["status"] == "active"
+    assert env.image_sha(image_id) == sha
