@@ -308,10 +308,7 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
         return (volume.volume_type.extra_specs or {}).get("image_service:store_id")
 
     def _clone_upload(self, context, volume, image_service, image_id, target, timer):
-        name, conf, user, _secret = self._get_config_tuple()
-        cluster = Cluster(conf, user, name, self.configuration.rados_connect_timeout,
-                          self.configuration.rados_connection_retries,
-                          self.configuration.rados_connection_interval)
+        cluster = self._cluster()
         glance = CinderGlance(context, image_service)
         execute = _native_executor()
         # every Ceph call of the transaction in a native thread; its Glance calls (green
@@ -328,14 +325,19 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
             execute(cluster.close)
 
     # -- delete ---------------------------------------------------------------------
+    def _cluster(self):
+        """Our Ceph adapter for this backend's rbd_* options, as the backend's user (not yet
+        connected)."""
+        name, conf, user, _secret = self._get_config_tuple()
+        return Cluster(conf, user, name, self.configuration.rados_connect_timeout,
+                       self.configuration.rados_connection_retries,
+                       self.configuration.rados_connection_interval)
+
     def _ceph(self, fn, *args, **kwargs):
         """fn(cluster, *args) on our Ceph adapter, connected as the backend's user; under
         eventlet in a native thread, as upstream runs its librbd calls."""
         def run():
-            name, conf, user, _secret = self._get_config_tuple()
-            with Cluster(conf, user, name, self.configuration.rados_connect_timeout,
-                         self.configuration.rados_connection_retries,
-                         self.configuration.rados_connection_interval) as cluster:
+            with self._cluster() as cluster:
                 return fn(cluster, *args, **kwargs)
         if utils.concurrency_mode_threading():
             return run()
@@ -402,10 +404,7 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
             # Glance's calls (green sockets) stay on the hub, the Ceph calls go to native
             # threads, as in the upload
             execute = _native_executor()
-            name, conf, user, _secret = self._get_config_tuple()
-            cluster = Cluster(conf, user, name, self.configuration.rados_connect_timeout,
-                              self.configuration.rados_connection_retries,
-                              self.configuration.rados_connection_interval)
+            cluster = self._cluster()
             execute(cluster.connect)
             try:
                 out = delete_mod.purge(_NativeThreadCeph(cluster, execute),

@@ -84,6 +84,19 @@ def free_port(taken):
             return port
 
 
+def password_token(keystone, user, timeout=30):
+    """(token, project id) of `user`, by password, project-scoped; keystone: the cloud
+    state's keystone section (auth_url, users)."""
+    u = keystone["users"][user]
+    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": user, "domain": {"name": "Default"}, "password": u["password"]}}},
+        "scope": {"project": {"name": u["project"], "domain": {"name": "Default"}}}}}
+    req = urllib.request.Request(keystone["auth_url"] + "/auth/tokens", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return resp.headers["X-Subject-Token"], json.load(resp)["token"]["project"]["id"]
+
+
 def port_open(port):
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -595,14 +608,7 @@ class Cloud:
 
     # checks -------------------------------------------------------------------------------------
     def token(self, user="admin"):
-        u, ks = self.user(user), self.state["keystone"]
-        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-            "name": user, "domain": {"name": "Default"}, "password": u["password"]}}},
-            "scope": {"project": {"name": u["project"], "domain": {"name": "Default"}}}}}
-        req = urllib.request.Request(ks["auth_url"] + "/auth/tokens", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.headers["X-Subject-Token"], json.load(resp)["token"]["project"]["id"]
+        return password_token(self.state["keystone"], user)
 
     def services_up(self):
         token, project = self.token()

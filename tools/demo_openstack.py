@@ -23,6 +23,8 @@ import time
 import urllib.error
 import urllib.request
 
+import cloud as cloud_tool  # tools/cloud.py, beside this file
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLOUD = os.path.join(HERE, "cloud")
 
@@ -90,14 +92,7 @@ class Cloud:
         cached = self._tokens.get(user)
         if cached and cached[2] > time.monotonic():
             return cached[0], cached[1]
-        u, ks = self.state["keystone"]["users"][user], self.state["keystone"]
-        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-            "name": user, "domain": {"name": "Default"}, "password": u["password"]}}},
-            "scope": {"project": {"name": u["project"], "domain": {"name": "Default"}}}}}
-        req = urllib.request.Request(ks["auth_url"] + "/auth/tokens", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            token, project = resp.headers["X-Subject-Token"], json.load(resp)["token"]["project"]["id"]
+        token, project = cloud_tool.password_token(self.state["keystone"], user, timeout=60)
         self._tokens[user] = (token, project, time.monotonic() + 1800)
         return token, project
 

@@ -13,7 +13,6 @@ cloud (session)
 """
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+import cloud as cloud_tool  # noqa: E402
 import demo_openstack  # noqa: E402
 
 CLOUD = os.path.join(ROOT, "tools", "cloud")
@@ -42,14 +42,6 @@ def processes_under(path):
     return out
 
 
-def listening(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def cloud():
     if os.environ.get("TEST_CLOUD_DIR"):  # a running cloud of yours: used, not stopped
@@ -66,7 +58,7 @@ def cloud():
     ports = list(c.state["ports"].values())
     stop = subprocess.run([CLOUD, "stop", d], capture_output=True, text=True, cwd="/")
     left = processes_under(d)
-    open_ports = [p for p in ports if listening(p)]
+    open_ports = [p for p in ports if cloud_tool.port_open(p)]
     assert stop.returncode == 0, stop.stderr
     assert not left, f"still running after tools/cloud stop: {left}"
     assert not open_ports, f"still listening after tools/cloud stop: {open_ports}"

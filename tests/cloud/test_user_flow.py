@@ -97,11 +97,4 @@ def test_front_door_routes_only_stores_info(cloud):
 
 
 def _token(cloud, user):
-    u = cloud.state["keystone"]["users"][user]
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": user, "domain": {"name": "Default"}, "password": u["password"]}}},
-        "scope": {"project": {"name": u["project"], "domain": {"name": "Default"}}}}}
-    req = urllib.request.Request(cloud.state["keystone"]["auth_url"] + "/auth/tokens",
-                                 data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return resp.headers["X-Subject-Token"]
+    return cloud.token(user)[0]

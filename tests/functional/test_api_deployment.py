@@ -8,13 +8,12 @@ the gunicorn sample in etc/ serves it.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
-from tests.info_api import descendants, glance_conf_text, listeners
+from tests.info_api import descendants, free_port, glance_conf_text, listeners
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
@@ -116,12 +115,6 @@ def test_every_fsid_is_read_before_the_first_request(ceph_cluster, info_api_fact
         svc.stop()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_gunicorn_sample_serves_the_detail(ceph_cluster, tmp_path):
     """etc/glance-info-api-gunicorn.conf.py as shipped; only the address is this test's."""
     config_dir = tmp_path / "etc-glance"
@@ -130,7 +123,7 @@ def test_gunicorn_sample_serves_the_detail(ceph_cluster, tmp_path):
         str(tmp_path), cluster=ceph_cluster, DEFAULT={"auth_strategy": "noauth"}))
     (config_dir / "glance-info-api.conf").write_text(
         f"[glance_info_api]\nlog_file = {tmp_path / 'ours.log'}\n")
-    port = _free_port()
+    port = free_port()
     out = tmp_path / "gunicorn.log"
     env = dict(os.environ, OS_GLANCE_CONFIG_DIR=str(config_dir))
     env.pop("PYTHONPATH", None)
