@@ -7,12 +7,12 @@ In cinder.conf, the backend section changes one line and adds one::
 
 Everything else is upstream's ``cinder.volume.drivers.rbd.RBDDriver``, except:
 
-* ``copy_volume_to_image``: reads Glance's stores detail with Cinder's privileged
-  ``[glance]`` access, runs cinder_ext's decision and, when it says Clone, the clone
-  transaction (cinder_ext.clone.CloneUpload), registering the location with Glance's
-  add-location API as the user, with Cinder's service token (see CinderGlance).
-  Otherwise, and after a clone that failed and was rolled back, upstream's own copy.
-  One log line says which method ran and why.
+* ``copy_volume_to_image``: cinder_ext.upload's orchestrator, the CLI's own: reads
+  Glance's stores detail with Cinder's privileged ``[glance]`` access, decides, and when
+  it says Clone runs the clone transaction (cinder_ext.clone.CloneUpload), registering
+  the location with Glance's add-location API as the user, with Cinder's service token
+  (see CinderGlance). Otherwise, and after a clone that failed and was rolled back,
+  upstream's own copy. One log line says which method ran and why.
 * ``delete_volume``: a volume that is the parent of clone-uploaded images moves to
   the RBD trash in constant time (upstream would flatten every such image: O(size)),
   the images keep working, and a periodic purge removes it once the images are gone.
@@ -23,7 +23,6 @@ Only this module imports cinder: ``import cinder_ext`` works without Cinder.
 """
 
 import errno
-import time
 
 # upstream's driver first: it imports cinder.image.image_utils before cinder.image.glance,
 # the one order in which those two modules (which import each other) load
@@ -47,14 +46,12 @@ from cinder import interface
 from cinder import utils
 from cinder.volume import configuration
 
-from cinder_ext import clone as clone_mod
-from cinder_ext import decision
 from cinder_ext import delete as delete_mod
 from cinder_ext import exceptions as exc
 from cinder_ext import glance as glance_mod
 from cinder_ext import opts as ext_opts
+from cinder_ext import upload as upload_mod
 from cinder_ext.ceph import Cluster
-from cinder_ext.depth import clone_depth
 
 LOG = logging.getLogger(__name__)
 
@@ -227,78 +224,33 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
 
     # -- upload ---------------------------------------------------------------------
     def copy_volume_to_image(self, context, volume, image_service, image_meta):
-        started = time.monotonic()
+        """cinder_ext.upload's orchestrator (the CLI's too), with Cinder's pieces: Glance as
+        the user with Cinder's service token, Ceph calls in native threads, upstream's copy."""
         image_id = image_meta["id"]
-        choice, timer = self._decide(context, volume, image_service, image_meta)
-        if isinstance(choice, decision.Clone):
-            try:
-                out = self._clone_upload(context, volume, image_service, image_id, choice, timer)
-            except exc.CloneFailed as e:
-                if not e.cleaned:
-                    # leftovers named after the image would make the copy fail too
-                    raise exception.VolumeBackendAPIException(
-                        data=f"upload of {volume.name} to image {image_id}: {e}") from None
-                choice = decision.Copy(decision.CLONE_FAILED, e.reason)
-            except (exc.CloneIncomplete, exc.VolumeLocked, exc.UploadInProgress) as e:
-                # VolumeLocked: a delete of the volume holds it, or has removed it;
-                # UploadInProgress: another live upload to this image id (nothing done).
-                # A Cinder exception, not one of ours: the manager deletes the image, puts
-                # the volume back as it was and reports this message
-                raise exception.VolumeBackendAPIException(
-                    data=f"upload of {volume.name} to image {image_id}: {e}") from None
-            else:
-                LOG.info("Upload of volume %(vol)s to image %(img)s: method=clone, "
-                         "location=%(loc)s, %(secs).3f s (%(steps)s)",
-                         {"vol": volume.name, "img": image_id, "loc": out["location"],
-                          "secs": time.monotonic() - started,
-                          "steps": ", ".join(f"{k} {v:.3f} s" for k, v in timer.steps.items())})
-                return
-        # a clone that failed is worth an operator's look (caps, Glance roles); the rest
-        # are ordinary choices
-        log = LOG.warning if choice.reason == decision.CLONE_FAILED else LOG.info
-        log("Upload of volume %(vol)s to image %(img)s: method=copy (upstream), "
-            "reason=%(reason)s", {"vol": volume.name, "img": image_id, "reason": choice})
-        super().copy_volume_to_image(context, volume, image_service, image_meta)
-        LOG.info("Upload of volume %(vol)s to image %(img)s: copied in %(secs).3f s",
-                 {"vol": volume.name, "img": image_id, "secs": time.monotonic() - started})
+        execute = _native_executor()
+        cluster = self._cluster()
 
-    def _decide(self, context, volume, image_service, image_meta):
-        """(Clone | Copy, timer)."""
-        timer = clone_mod.Timer()
-        enabled = self.configuration.enable_clone_optimization
-        vol = decision.Volume(volume.name, encrypted=bool(volume.encryption_key_id))
-        if not enabled:
-            return decision.decide(False, None, vol, image_meta, None), timer
-        glance = CinderGlance(context, image_service)
-        stores, stores_error = None, None
-        with timer.step("fetch"):
+        def copy(image, size):
+            super(RBDCloneUploadDriver, self).copy_volume_to_image(
+                context, volume, image_service, image_meta)
+            return size
+
+        try:
+            execute(cluster.connect)
             try:
-                stores = glance.stores_detail()
-            except exc.GlanceError as e:
-                stores_error = str(e)
-            try:
-                image = glance.get_image(image_meta["id"])
-            except exc.GlanceError as e:
-                # what Cinder was handed is the next best account of the image
-                LOG.warning("Upload to image %(img)s: %(err)s; deciding on Cinder's copy of "
-                            "the image's metadata", {"img": image_meta["id"], "err": e})
-                image = image_meta
-            fsid = self._get_fsid()
-            # hops above the volume, through the Glance pool too: volume -> image -> volume
-            # chains must stop at rbd_max_clone_depth under Cinder as on the CLI
-            try:
-                depth = self._ceph(clone_depth, self.configuration.rbd_pool, volume.name)
-            except exc.CephError as e:
-                LOG.warning("Upload of volume %(vol)s: cannot count its clone depth (%(err)s)",
-                            {"vol": volume.name, "err": e})
-                depth = None
-        choice = decision.decide(True, stores, vol, image, fsid, self._requested_store(volume),
-                                 stores_error, volume_depth=depth,
-                                 max_clone_depth=self.configuration.rbd_max_clone_depth)
-        if depth is None and isinstance(choice, decision.Clone):
-            # unknown depth is not a licence to deepen the chain
-            choice = decision.Copy(decision.CLONE_FAILED, "the volume's clone depth is unknown")
-        return choice, timer
+                upload_mod.run_upload(
+                    _NativeThreadCeph(cluster, execute), CinderGlance(context, image_service),
+                    self.configuration, volume.name, image_id, copy, copier="upstream",
+                    store_id=self._requested_store(volume),
+                    encrypted=bool(volume.encryption_key_id), image_meta=image_meta)
+            finally:
+                execute(cluster.close)
+        except exc.CinderExtError as e:
+            # ours (a clone that could not be rolled back, an upload already running, a
+            # delete holding the volume, Ceph unreachable) as a Cinder exception: the
+            # manager deletes the image, puts the volume back and reports this message
+            raise exception.VolumeBackendAPIException(
+                data=f"upload of {volume.name} to image {image_id}: {e}") from None
 
     @staticmethod
     def _requested_store(volume):
@@ -306,23 +258,6 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
         if not volume.volume_type_id:
             return None
         return (volume.volume_type.extra_specs or {}).get("image_service:store_id")
-
-    def _clone_upload(self, context, volume, image_service, image_id, target, timer):
-        cluster = self._cluster()
-        glance = CinderGlance(context, image_service)
-        execute = _native_executor()
-        # every Ceph call of the transaction in a native thread; its Glance calls (green
-        # sockets) stay on the hub
-        tx = clone_mod.CloneUpload(_NativeThreadCeph(cluster, execute), glance,
-                                   self.configuration.rbd_pool, volume.name, image_id, target,
-                                   self.configuration.clone_active_timeout, timer)
-        try:
-            execute(cluster.connect)
-            return tx.run()
-        except exc.CephError as e:  # connecting or clearing old leftovers: nothing new made
-            raise exc.CloneFailed(str(e), reason=str(e), cleaned=True, cause=e) from None
-        finally:
-            execute(cluster.close)
 
     # -- delete ---------------------------------------------------------------------
     def _cluster(self):

@@ -1,8 +1,17 @@
-"""Upload a volume to a Glance image: fetch, decide, clone or copy, fall back with a reason.
+"""Upload a volume to a Glance image: the one orchestrator of the CLI and the driver.
+
+fetch -> decide -> clone transaction -> else copy, with the reason. ``run_upload`` takes
+the Ceph adapter, the Glance client and the copy as arguments:
+
+* the CLI (``upload_volume``): cinder_ext.ceph.Cluster, cinder_ext.glance.Glance and
+  cinder_ext.copy, under the volume's shared lock (nothing else stops a delete);
+* the driver (cinder_ext.driver): the same Cluster with its calls in native threads,
+  Cinder's Glance client (the user's token with Cinder's service token) and upstream's
+  own copy_volume_to_image (Cinder's volume states stop a delete meanwhile).
 
 The result is a plain dict (the CLI prints it as JSON):
 method ('clone' | 'copy'), reason (None for a clone, else one of decision.REASONS),
-detail, location (the rbd:// URL of a clone), bytes, seconds per step.
+detail, location (the rbd:// URL of a clone), bytes, size, seconds per step.
 """
 
 import logging
@@ -34,6 +43,164 @@ def connect(backend):
                             backend.rados_connection_interval)
 
 
+def upload_volume(conf, backend, volume, image_id, store_id=None, encrypted=None,
+                  progress=None, glance=None, cluster=None):
+    """The CLI's upload: the backend's volume to the queued Glance image image_id.
+
+    encrypted: None to detect (a LUKS header at offset 0), or the volume's known state.
+    Returns the result dict; raises CinderExtError when neither path can complete.
+    """
+    timer = clone_mod.Timer()
+    started = time.monotonic()
+    name, pool = volume_name(volume), backend.rbd_pool
+    glance = glance or Glance(conf)
+    own_cluster = cluster is None
+    cluster = cluster or connect(backend)
+
+    def copy(image, size):
+        # a delete waits while the copy reads the volume (clone.VolumeLock)
+        with clone_mod.volume_lock_for_upload(cluster, pool, name):
+            read_size = backend.image_upload_read_size << 20
+            if image.get("disk_format") in copy_mod.QEMU_FORMATS:
+                return copy_mod.convert_volume_to_image(
+                    cluster, glance, pool, name, image_id, size, image["disk_format"],
+                    read_size=read_size, progress=progress, store=store_id)
+            return copy_mod.copy_volume_to_image(
+                cluster, glance, pool, name, image_id, size, read_size=read_size,
+                depth=backend.image_upload_read_ahead, progress=progress, store=store_id)
+
+    try:
+        with timer.step("connect"):
+            if cluster.client is None:
+                cluster.connect()
+        return run_upload(cluster, glance, backend, name, image_id, copy, copier="ours",
+                          store_id=store_id, encrypted=encrypted, timer=timer, started=started)
+    finally:
+        if own_cluster:
+            cluster.close()
+
+
+def run_upload(ceph, glance, options, name, image_id, copy, copier, store_id=None,
+               encrypted=None, image_meta=None, timer=None, started=None):
+    """Upload volume ``name`` of ``options.rbd_pool`` to the queued image ``image_id``.
+
+    ceph:       a connected Ceph adapter (cinder_ext.ceph.Cluster's methods)
+    glance:     a Glance client (cinder_ext.glance.Glance's methods)
+    options:    enable_clone_optimization, rbd_pool, rbd_max_clone_depth, clone_active_timeout
+    copy:       copy(image, size) -> bytes sent; the streaming upload, called once at most
+    copier:     names the copy in the log line ('ours' | 'upstream')
+    encrypted:  the volume's known state, or None to look for a LUKS header
+    image_meta: the image as the caller was handed it, used if Glance cannot show it
+    Raises CinderExtError when neither path can complete (nothing half-done is left that
+    purge does not reconcile).
+    """
+    timer = timer or clone_mod.Timer()
+    started = started or time.monotonic()
+    pool = options.rbd_pool
+    enabled = options.enable_clone_optimization
+    with timer.step("fetch"):
+        size = ceph.info(pool, name)["size"]
+        image = _image(glance, image_id, image_meta)
+        stores, stores_error, depth, fsid = None, None, None, None
+        if enabled:
+            if encrypted is None:
+                encrypted = ceph.head(pool, name, 6).startswith(ceph_mod.LUKS_MAGIC)
+            fsid = ceph.fsid()
+            try:
+                stores = glance.stores_detail()
+            except exc.GlanceError as e:
+                stores_error = str(e)
+            # hops above the volume, through the Glance pool too: volume -> image ->
+            # volume chains stop at rbd_max_clone_depth
+            try:
+                depth = clone_depth(ceph, pool, name)
+            except exc.CephError as e:
+                LOG.warning("Upload of volume %s/%s: cannot count its clone depth (%s)",
+                            pool, name, e)
+    vol = decision.Volume(name, encrypted=bool(encrypted))
+
+    def decide(img):
+        choice = decision.decide(enabled, stores, vol, img, fsid, store_id, stores_error,
+                                 volume_depth=depth, max_clone_depth=options.rbd_max_clone_depth)
+        if depth is None and isinstance(choice, decision.Clone):
+            # unknown depth is not a licence to deepen the chain
+            return decision.Copy(decision.CLONE_FAILED, "the volume's clone depth is unknown")
+        return choice
+
+    result = {"volume": f"{pool}/{name}", "image_id": image_id, "size": size}
+    choice = decide(image)
+    lock = None
+    if isinstance(choice, decision.Clone):
+        # one upload per image id: a second one would remove this one's clone as
+        # the leftover of an earlier attempt (clone.ImageLock)
+        lock = clone_mod.ImageLock(ceph, choice.pool, image_id)
+        try:
+            lock.__enter__()  # UploadInProgress (a live holder) goes to the caller
+        except exc.CephError as e:  # e.g. no write caps on the Glance pool
+            lock = None
+            choice = decision.Copy(decision.CLONE_FAILED, str(e))
+    try:
+        if isinstance(choice, decision.Clone):
+            # a retry after a crash that happened once the location was requested: let
+            # Glance's task of the earlier attempt finish before judging the image
+            with timer.step("fetch"):
+                glance.wait_location_tasks(image_id, options.clone_active_timeout)
+                image = _image(glance, image_id, image_meta)
+            choice = decide(image)
+        if isinstance(choice, decision.Copy) and choice.reason == decision.IMAGE_NOT_QUEUED:
+            done = _finished_earlier(ceph, glance, options, pool, name, image_id, image, decide,
+                                     timer)
+            if done is not None:
+                return _done(result, "clone", None, "", done, size, timer, started, resumed=True)
+        if isinstance(choice, decision.Clone):
+            tx = clone_mod.CloneUpload(ceph, glance, pool, name, image_id, choice,
+                                       options.clone_active_timeout, timer, locked=True)
+            try:
+                out = tx.run()
+            except exc.CloneFailed as e:
+                if not e.cleaned:
+                    # leftovers named after the image would make the copy fail too; purge
+                    # reconciles them once Cinder deletes the image
+                    raise exc.CloneFailed(f"upload of {pool}/{name} to image {image_id}: {e}",
+                                          reason=e.reason, cleaned=False, cause=e) from None
+                choice = decision.Copy(decision.CLONE_FAILED, e.reason)
+            else:
+                result = _done(result, "clone", None, "", out["location"], size, timer, started,
+                               recovered=out["recovered"], location_api=out["location_api"])
+                LOG.info("Upload of volume %s/%s to image %s: method=clone, location=%s, "
+                         "%.3f s (%s)", pool, name, image_id, out["location"],
+                         result["seconds"]["total"],
+                         ", ".join(f"{k} {v:.3f} s" for k, v in timer.steps.items()))
+                return result
+    finally:
+        if lock is not None:
+            lock.__exit__()
+
+    # a clone that failed is worth an operator's look (caps, Glance roles); the rest are
+    # ordinary choices
+    log = LOG.warning if choice.reason == decision.CLONE_FAILED else LOG.info
+    log("Upload of volume %s/%s to image %s: method=copy (%s), reason=%s",
+        pool, name, image_id, copier, choice)
+    with timer.step("copy"):
+        sent = copy(image, size)
+    result = _done(result, "copy", choice.reason, choice.detail, None, sent, timer, started)
+    LOG.info("Upload of volume %s/%s to image %s: copied in %.3f s", pool, name, image_id,
+             result["seconds"]["total"])
+    return result
+
+
+def _image(glance, image_id, image_meta):
+    try:
+        return glance.get_image(image_id)
+    except exc.GlanceError as e:
+        if image_meta is None:
+            raise
+        # what the caller was handed is the next best account of the image
+        LOG.warning("Upload to image %s: %s; deciding on the caller's copy of the image's "
+                    "metadata", image_id, e)
+        return image_meta
+
+
 def _locations(image):
     urls = {loc.get("url") for loc in image.get("locations") or []}
     if image.get("direct_url"):
@@ -41,121 +208,29 @@ def _locations(image):
     return urls
 
 
-def upload_volume(conf, backend, volume, image_id, store_id=None, encrypted=None,
-                  progress=None, glance=None, cluster=None):
-    """Upload the backend's volume to the queued Glance image image_id.
-
-    encrypted: None to detect (a LUKS header at offset 0), or the volume's known state.
-    Returns the result dict; raises CinderExtError when neither path can complete.
-    """
-    timer = clone_mod.Timer()
-    started = time.monotonic()
-    name = volume_name(volume)
-    pool = backend.rbd_pool
-    glance = glance or Glance(conf)
-    own_cluster = cluster is None
-    cluster = cluster or connect(backend)
-    try:
-        with timer.step("connect"):
-            if cluster.client is None:
-                cluster.connect()
-        with timer.step("fetch"):
-            vinfo = cluster.info(pool, name)
-            if encrypted is None:
-                encrypted = cluster.head(pool, name, 6).startswith(ceph_mod.LUKS_MAGIC)
-            fsid = cluster.fsid()
-            image = glance.get_image(image_id)
-            stores, stores_error, depth = None, None, None
-            if backend.enable_clone_optimization:
-                try:
-                    stores = glance.stores_detail()
-                except exc.GlanceError as e:
-                    stores_error = str(e)
-                # hops above the volume, through the Glance pool too (issue 7: chains)
-                depth = clone_depth(cluster, pool, name)
-        vol = decision.Volume(name, encrypted=encrypted)
-        bound = dict(volume_depth=depth, max_clone_depth=backend.rbd_max_clone_depth)
-        choice = decision.decide(backend.enable_clone_optimization, stores, vol, image, fsid,
-                                 store_id, stores_error, **bound)
-        result = {"volume": f"{pool}/{name}", "image_id": image_id, "size": vinfo["size"]}
-
-        lock = None
-        if isinstance(choice, decision.Clone):
-            # one upload per image id: a second one would remove this one's clone as
-            # the leftover of an earlier attempt (clone.ImageLock)
-            lock = clone_mod.ImageLock(cluster, choice.pool, image_id)
-            try:
-                lock.__enter__()  # UploadInProgress (a live holder) goes to the caller
-            except exc.CephError as e:  # e.g. no write caps on the Glance pool
-                lock = None
-                choice = decision.Copy(decision.CLONE_FAILED, str(e))
-        try:
-            # a retry after a crash that happened once the location was requested: let
-            # Glance's task of the earlier attempt finish before judging the image
-            if isinstance(choice, decision.Clone):
-                with timer.step("fetch"):
-                    glance.wait_location_tasks(image_id, backend.clone_active_timeout)
-                    image = glance.get_image(image_id)
-                choice = decision.decide(backend.enable_clone_optimization, stores, vol, image, fsid,
-                                         store_id, stores_error, **bound)
-            if isinstance(choice, decision.Copy) and choice.reason == decision.IMAGE_NOT_QUEUED:
-                again = decision.decide(True, stores, vol, dict(image, status="queued"), fsid,
-                                        store_id, stores_error, **bound)
-                if isinstance(again, decision.Clone):
-                    url = clone_mod.image_location(again, image_id).url
-                    if image.get("status") == "importing" or (image.get("status") == "active"
-                                                               and url in _locations(image)):
-                        # finished by an earlier attempt, of this volume: not another's
-                        parent = cluster.info(again.pool, image_id)["parent"]
-                        if not parent or (parent["pool"], parent["image"]) != (pool, name):
-                            raise exc.CinderExtError(
-                                f"image {image_id} is already {image.get('status')} and holds "
-                                + (f"a clone of {parent['pool']}/{parent['image']}" if parent
-                                   else "another image")
-                                + f", not of {pool}/{name}; not uploading over it")
-                        with timer.step("active"):
-                            glance.wait_active(image_id, backend.clone_active_timeout, url)
-                        LOG.info("upload of %s/%s to image %s: finished by an earlier attempt",
-                                 pool, name, image_id)
-                        return _done(result, "clone", None, "", url, vinfo["size"], timer, started,
-                                     resumed=True)
-
-            if isinstance(choice, decision.Clone):
-                tx = clone_mod.CloneUpload(cluster, glance, pool, name, image_id, choice,
-                                           backend.clone_active_timeout, timer, locked=True)
-                try:
-                    out = tx.run()
-                    LOG.info("upload of %s/%s to image %s: cloned as %s", pool, name, image_id,
-                             out["location"])
-                    return _done(result, "clone", None, "", out["location"], vinfo["size"], timer,
-                                 started, recovered=out["recovered"], location_api=out["location_api"])
-                except exc.CloneFailed as e:
-                    choice = decision.Copy(decision.CLONE_FAILED, e.reason if e.cleaned else str(e))
-                    LOG.warning("upload of %s/%s to image %s: clone failed and was rolled back%s: %s",
-                                pool, name, image_id, "" if e.cleaned else " (incompletely)", e.reason)
-                    if not e.cleaned:
-                        result["leftovers"] = True
-        finally:
-            if lock is not None:
-                lock.__exit__()
-
-        LOG.info("upload of %s/%s to image %s: copying, %s", pool, name, image_id, choice)
-        # a delete waits while the copy reads the volume (clone.VolumeLock)
-        with timer.step("copy"), clone_mod.volume_lock_for_upload(cluster, pool, name):
-            if image.get("disk_format") in copy_mod.QEMU_FORMATS:
-                sent = copy_mod.convert_volume_to_image(
-                    cluster, glance, pool, name, image_id, vinfo["size"], image["disk_format"],
-                    read_size=backend.image_upload_read_size << 20, progress=progress,
-                    store=store_id)
-            else:
-                sent = copy_mod.copy_volume_to_image(
-                    cluster, glance, pool, name, image_id, vinfo["size"],
-                    read_size=backend.image_upload_read_size << 20,
-                    depth=backend.image_upload_read_ahead, progress=progress, store=store_id)
-        return _done(result, "copy", choice.reason, choice.detail, None, sent, timer, started)
-    finally:
-        if own_cluster:
-            cluster.close()
+def _finished_earlier(ceph, glance, options, pool, name, image_id, image, decide, timer):
+    """The location, if an earlier attempt of this volume's upload to image_id got as far as
+    Glance importing or activating it (the CLI retries with the same id; Cinder never
+    does, its images are always queued here); else None."""
+    if image.get("status") not in ("importing", "active"):
+        return None
+    again = decide(dict(image, status="queued"))
+    if not isinstance(again, decision.Clone):
+        return None
+    url = clone_mod.image_location(again, image_id).url
+    if image.get("status") == "active" and url not in _locations(image):
+        return None
+    parent = ceph.info(again.pool, image_id)["parent"]
+    if not parent or (parent["pool"], parent["image"]) != (pool, name):
+        raise exc.CinderExtError(
+            f"image {image_id} is already {image.get('status')} and holds "
+            + (f"a clone of {parent['pool']}/{parent['image']}" if parent else "another image")
+            + f", not of {pool}/{name}; not uploading over it")
+    with timer.step("active"):
+        glance.wait_active(image_id, options.clone_active_timeout, url)
+    LOG.info("Upload of volume %s/%s to image %s: finished by an earlier attempt",
+             pool, name, image_id)
+    return url
 
 
 def _done(result, method, reason, detail, location, nbytes, timer, started, **extra):

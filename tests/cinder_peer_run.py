@@ -116,6 +116,9 @@ def main(spec_path, cleanup):
     out["upload_seconds"] = time.monotonic() - t0
 
     client = cinder_glance.GlanceClientWrapper()
+    if spec.get("mode") == "chain":
+        return dict(out, **chain(spec, ctx, driver, image_service, client, vtype, volume,
+                                 image_id, cleanup))
     image = dict(client.call(ctx, "get", image_id))
     out["image_status"] = image["status"]
     out["direct_url"] = image.get("direct_url")
@@ -167,6 +170,48 @@ def main(spec_path, cleanup):
         time.sleep(0.5)
     out["volumes_after_purge"] = pool_state(driver, spec["cinder_pool"], ours)
     out["images_after_purge"] = pool_state(driver, spec["glance_pool"], ours)
+    return out
+
+
+def chain(spec, ctx, driver, image_service, client, vtype, volume, image_id, cleanup):
+    """volume -> image -> volume -> image, each step as Cinder runs it: the second volume
+    from the image through the driver's clone_image (the create-from-image flow's first
+    try), the second image by copy_volume_to_image. Reports each link's parent and data."""
+    from cinder import objects
+    from cinder.volume.drivers import rbd as upstream_rbd
+    out = {"image1_parent": rbd_parent(driver, upstream_rbd, spec["glance_pool"], image_id)}
+    second = objects.Volume(ctx, size=spec["size_gb"], host=volume.host, status="creating",
+                            attach_status="detached", volume_type_id=vtype.id,
+                            project_id=spec["project_id"], user_id="cinder-test",
+                            display_name="from-image", availability_zone="nova")
+    second.create()
+    second = objects.Volume.get_by_id(ctx, second.id)
+    # as create_volume's flow asks the driver first (CreateVolumeFromSpecTask._clone_image_volume)
+    _update, cloned = driver.clone_image(ctx, second, image_service.get_location(ctx, image_id),
+                                         image_service.show(ctx, image_id), image_service)
+    cleanup.append(lambda: driver.delete_volume(second))
+    second.status = "available"
+    second.save()
+    out.update(volume2=second.name, volume2_cloned=cloned)
+    out["volume2_parent"] = rbd_parent(driver, upstream_rbd, spec["cinder_pool"], second.name)
+    meta = {"name": "from-volume-2", "disk_format": "raw", "container_format": "bare",
+            "visibility": "private", "protected": False}
+    image2_id = image_service.create(ctx, meta)["id"]
+    cleanup.append(lambda: image_service.delete(ctx, image2_id))
+    driver.copy_volume_to_image(ctx, second, image_service, dict(meta, id=image2_id))
+    image2 = dict(client.call(ctx, "get", image2_id))
+    out.update(image2_id=image2_id, image2_status=image2["status"],
+               image2_parent=rbd_parent(driver, upstream_rbd, spec["glance_pool"], image2_id),
+               image2_sha256=image_sha256(image_service, ctx, image2_id))
+    # every link goes, leaves first
+    for undo in reversed(cleanup):
+        undo()
+    cleanup.clear()
+    names = {volume.name, second.name, image_id, image2_id}
+    for pool, name in ((spec["glance_pool"], image2_id), (spec["glance_pool"], image_id)):
+        wait_gone(driver, pool, name)
+    out["after_deletes"] = {"volumes": pool_state(driver, spec["cinder_pool"], names),
+                            "images": pool_state(driver, spec["glance_pool"], names)}
     return out
 
 

@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.cinder_peer import (  # noqa: F401  (fixtures)
     cinder29, cinder_glance, cinder_glance_without_service_role, run_cinder)
 
@@ -125,6 +127,31 @@ def test_refused_location_rolls_back_and_falls_back_to_upstreams_copy(
     assert r["volumes_before_delete"] == {"images": {r["volume"]: []}, "trash": []}
     assert _clean(r["volumes_after_delete"])
     assert _clean(r["images_after_purge"])
+
+
+@pytest.mark.parametrize("bound", [2, 3])
+def test_volume_image_volume_image_chain_stops_at_rbd_max_clone_depth(run_cinder, cinder_glance,
+                                                                      ceph_cluster, bound):
+    # v1 -> i1 (clone, 1 deep) -> v2 (upstream's clone_image, 2 deep) -> i2: 3 deep, past
+    # a bound of 2 (copied), within a bound of 3 (cloned)
+    run = run_cinder(cinder_glance.url, enable_clone_optimization=True, mode="chain",
+                     extra_conf=f"rbd_max_clone_depth = {bound}\n")
+    r = run.result
+    cinder, glance = ceph_cluster.cinder_pool, ceph_cluster.glance_pool
+    assert r["image1_parent"] == f"{cinder}/{r['volume']}"
+    assert r["volume2_cloned"] is True and r["volume2_parent"] == f"{glance}/{r['image_id']}"
+    assert r["image2_status"] == "active" and r["image2_sha256"] == r["volume_sha256"]
+    lines = run.log_lines(f"to image {r['image2_id']}: method=")
+    assert len(lines) == 1, lines
+    if bound == 2:
+        assert r["image2_parent"] is None
+        assert "method=copy (upstream), reason=clone-chain-too-deep" in lines[0], lines[0]
+        assert f"clone 3 deep (rbd_max_clone_depth {bound})" in lines[0], lines[0]
+    else:
+        assert r["image2_parent"] == f"{cinder}/{r['volume2']}"
+        assert "method=clone," in lines[0], lines[0]
+    after = r["after_deletes"]
+    assert _clean(after["volumes"]) and _clean(after["images"]), after
 
 
 def test_options_register_in_the_backend_section_with_backend_defaults(run_cinder):

@@ -308,8 +308,9 @@ def test_legacy_patch_location_needs_show_multiple_locations(glance_peer, legacy
             assert answer.json()["locations"] == [{"url": url, "metadata": {"store": "ceph"}}]
 
 
-def test_glance_peer_stop_leaves_no_process(legacy_peer):
-    peer = legacy_peer
+def test_glance_peer_stop_leaves_no_process(glance_peers):
+    # its own peer: stopping the module's shared one breaks whichever test random order runs after this
+    peer = glance_peers.start(settings=("DEFAULT.show_multiple_locations=true",))
     status = json.loads(run_tool("glance-peer", "status", peer.dir).stdout)
     assert status["running"] and status["answering"]
     assert re.search(r"^show_multiple_locations = true$", open(peer.config_file).read(), re.M)
