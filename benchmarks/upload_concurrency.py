@@ -1,17 +1,21 @@
 """Many clone uploads at once (issue 18): the concurrency curve, and where a burst's time goes.
 
     .venv/bin/python benchmarks/upload_concurrency.py [--bursts 1,2,4,8,16] [--runs 3]
-                                                        [--mode threads|cli] [--out DIR]
+        [--mode threads|cli|driver] [--secure-hash on|off] [--cloud DIR] [--out DIR]
 
-Boots its own dev Ceph cluster (memstore), the upstream Glance 33 peer (the one Cinder's
-service identity talks to) and glance-info-api beside it. For each burst size N it makes N
-volumes (1 GiB, 8 MiB of data each) and N queued images, starts the N uploads together
-(a barrier), and records when each started and ended and its per-step seconds. Bursts of
-every size are interleaved run by run, each after an idle pause, so that drift hits all
-sizes alike.
+threads, cli: boots its own dev Ceph cluster (memstore), the upstream Glance 33 peer (the
+one Cinder's service identity talks to) and glance-info-api beside it. For each burst size
+N it makes N volumes (1 GiB, 8 MiB of data each) and N queued images, starts the N uploads
+together (a barrier), and records when each started and ended and its per-step seconds.
+Bursts of every size are interleaved run by run, each after an idle pause, so that drift
+hits all sizes alike. --mode threads: the N uploads run as threads of one process;
+--mode cli: N `cinder-rbd-clone upload` processes. --secure-hash off turns Glance's
+do_secure_hash off, to show what Glance's read-back hashing of each new image costs a burst.
 
---mode threads: the N uploads run as threads of one process, as cinder-volume runs them
-(one service, many requests). --mode cli: N `cinder-rbd-clone upload` processes.
+--mode driver: the same bursts as users send them (`os-volume_upload_image`, what
+`openstack image create --volume` calls) to a real cloud (tools/cloud: Keystone,
+cinder-api, RabbitMQ, cinder-volume with our driver, Glance 33 on MariaDB); each upload
+ends when Glance shows the image active; the steps come from cinder-volume's log line.
 
 Prints the curve (N, total seconds median (min-max), seconds per upload, total / one
 upload alone) and the per-step timeline of the largest burst's median run; writes
@@ -21,6 +25,7 @@ results.json, concurrency.md and upload_concurrency.png under --out.
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -52,13 +57,16 @@ def log(msg):
 
 
 class Bench:
-    def __init__(self, work):
+    def __init__(self, work, secure_hash=True):
         self.work = work
         self.cluster = DevCluster.start(os.path.join(work, "ceph"), "--osd-size", "6G")
         self.stop = [self.cluster.stop]
+        # do_secure_hash (Glance's default, on): after each image goes active, Glance reads
+        # it all back and hashes it, in the process that activates the next ones
         self.peer = GlancePeer.start(os.path.join(work, "glance"), self.cluster.dir,
                                      default_roles="admin,service",
-                                     settings=("ceph.rbd_thin_provisioning=true",))
+                                     settings=("ceph.rbd_thin_provisioning=true",
+                                               f"DEFAULT.do_secure_hash={str(secure_hash).lower()}"))
         self.stop.insert(0, self.peer.stop)
         os.makedirs(os.path.join(work, "info-api"))
         self.info = InfoAPI(self.peer.config_file, workdir=os.path.join(work, "info-api"))
@@ -165,6 +173,91 @@ request_timeout = 300
                     time.sleep(0.5)
 
 
+class CloudBench:
+    """--mode driver: each upload as `openstack image create --volume` sends it, through
+    cinder-api, RabbitMQ and cinder-volume to our driver, on a tools/cloud (Keystone,
+    Glance 33 on MariaDB with do_secure_hash, the demo project's member)."""
+
+    def __init__(self, work, directory=None):
+        sys.path.insert(0, os.path.join(ROOT, "tools"))
+        import demo_openstack
+        self.own = directory is None
+        if self.own:
+            directory = os.path.join(work, "cloud")
+            log(f"booting a cloud in {directory}")
+        self.cloud = (demo_openstack.Cloud.start(directory) if self.own
+                      else demo_openstack.Cloud(directory))
+
+    def close(self):
+        if self.own:
+            self.cloud.stop()
+
+    def _volumes(self, n, tag):
+        vols = []
+        for i in range(n):
+            code, body = self.cloud.post("volume", "/volumes",
+                                         {"volume": {"size": 1, "name": f"{tag}-{i}"}})
+            if code != 202:
+                raise RuntimeError(f"volume create: HTTP {code} {body}")
+            vols.append(body["volume"]["id"])
+        for v in vols:
+            self.cloud.wait("volume", v, "available")
+            self.cloud.write_volume(v, os.urandom(8 * MiB))
+        return vols
+
+    def burst(self, n, mode):
+        vols = self._volumes(n, f"burst-{n}")
+        time.sleep(SETTLE)
+        barrier = threading.Barrier(n + 1)
+        out, images = [None] * n, [None] * n
+
+        def one(i):
+            barrier.wait()
+            start = time.monotonic()
+            code, body = self.cloud.post("volume", f"/volumes/{vols[i]}/action", {
+                "os-volume_upload_image": {"image_name": f"burst-{n}-{i}", "disk_format": "raw",
+                                           "container_format": "bare", "force": False}})
+            if code != 202:
+                raise RuntimeError(f"upload: HTTP {code} {body}")
+            images[i] = body["os-volume_upload_image"]["image_id"]
+            self.cloud.wait("image", images[i], "active", timeout=600, bad=("killed", "deleted"))
+            out[i] = {"start": start, "end": time.monotonic()}
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        t0 = time.monotonic()
+        for t in threads:
+            t.join()
+        total = time.monotonic() - t0
+        try:
+            for i, o in enumerate(out):
+                if o is None:
+                    raise RuntimeError(f"burst of {n}: upload {i} failed (see the error above)")
+                line = (self.cloud.upload_lines(images[i]) or [""])[-1]
+                o.update(method=self.cloud.method_of(images[i]), steps=driver_steps(line),
+                         start=o["start"] - t0, end=o["end"] - t0)
+                if o["method"] != "clone":
+                    raise RuntimeError(f"burst of {n}: an upload did not clone: {line}")
+        finally:
+            for img in images:
+                if img:
+                    self.cloud.post("image", f"/v2/images/{img}", None, method="DELETE")
+            for v in vols:
+                self.cloud.wait("volume", v, "available", timeout=600)
+                self.cloud.post("volume", f"/volumes/{v}", None, method="DELETE")
+            for v in vols:
+                self.cloud.wait_gone("volume", v, timeout=600)
+        return {"n": n, "total": total, "uploads": out}
+
+
+def driver_steps(line):
+    """The steps of cinder-volume's `method=clone, location=..., T s (fetch 0.1 s, ...)` line."""
+    inner = line.rsplit("(", 1)[-1].rstrip(")")
+    return {name: float(secs) for name, secs in re.findall(r"(\w+) ([0-9.]+) s", inner)}
+
+
 # the clone path's steps in the order they run (the CLI's JSON sorts its keys)
 STEP_ORDER = ("connect", "fetch", "recover", "volume_snapshot", "clone", "volume_snapshot_remove",
               "image_snapshot", "register", "active")
@@ -189,12 +282,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bursts", default="1,2,4,8,16")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--mode", choices=("threads", "cli"), default="threads")
+    parser.add_argument("--mode", choices=("threads", "cli", "driver"), default="threads")
+    parser.add_argument("--secure-hash", choices=("on", "off"), default="on",
+                        help="Glance's do_secure_hash (threads, cli; the cloud keeps it on)")
+    parser.add_argument("--cloud", help="driver mode: a running tools/cloud DIR (default: "
+                                        "boot one, stop it at the end)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
     args = parser.parse_args()
     sizes = [int(x) for x in args.bursts.split(",")]
     work = tempfile.mkdtemp(prefix="bench-concurrency-")
-    bench = Bench(work)
+    bench = (CloudBench(work, args.cloud) if args.mode == "driver"
+             else Bench(work, secure_hash=args.secure_hash == "on"))
+    tag = args.mode if args.mode == "driver" or args.secure_hash == "on" else f"{args.mode}-nohash"
+    label = args.mode if args.mode == "driver" else f"{args.mode}, do_secure_hash {args.secure_hash}"
     runs = {n: [] for n in sizes}
     try:
         for r in range(args.runs):
@@ -214,16 +314,16 @@ def main():
         ratio = f"{med / one:.2f}x" if one else "-"
         rows.append(f"| {n} | {med:.2f} s ({min(totals):.2f}-{max(totals):.2f}) | {med / n:.2f} s | {ratio} |")
     table = "\n".join(rows)
-    print(f"mode: {args.mode}, {args.runs} runs per burst size\n{table}")
+    print(f"mode: {label}, {args.runs} runs per burst size\n{table}")
     biggest = sorted(runs[sizes[-1]], key=lambda b: b["total"])[len(runs[sizes[-1]]) // 2]
     print(f"\ntimeline of a median burst of {sizes[-1]} (seconds from the start):")
     print("\n".join(timeline(biggest)))
 
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, f"concurrency-{args.mode}.json"), "w") as f:
-        json.dump({"mode": args.mode, "runs": runs}, f, indent=1)
-    with open(os.path.join(args.out, f"concurrency-{args.mode}.md"), "w") as f:
-        f.write(f"mode: {args.mode}\n\n{table}\n")
+    with open(os.path.join(args.out, f"concurrency-{tag}.json"), "w") as f:
+        json.dump({"mode": args.mode, "secure_hash": args.secure_hash, "runs": runs}, f, indent=1)
+    with open(os.path.join(args.out, f"concurrency-{tag}.md"), "w") as f:
+        f.write(f"mode: {label}\n\n{table}\n")
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -237,9 +337,9 @@ def main():
         ax.set_ylabel("seconds")
         ax.set_xscale("log", base=2)
         ax.legend()
-        ax.set_title(f"Concurrent clone uploads ({args.mode})")
+        ax.set_title(f"Concurrent clone uploads ({label})")
         fig.tight_layout()
-        fig.savefig(os.path.join(args.out, f"upload_concurrency-{args.mode}.png"), dpi=100)
+        fig.savefig(os.path.join(args.out, f"upload_concurrency-{tag}.png"), dpi=100)
     except ImportError:
         log("matplotlib missing: no plot")
 

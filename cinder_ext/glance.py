@@ -20,6 +20,8 @@ from cinder_ext import opts
 LOG = logging.getLogger(__name__)
 
 PATCH_TYPE = "application/openstack-images-v2.1-json-patch"
+POLL_CAP = 0.25      # seconds: the longest pause between two polls of an image
+TASKS_EVERY = 0.5    # seconds: a queued image's tasks are listed at most this often
 
 
 def _glance_message(resp):
@@ -94,9 +96,7 @@ class Glance:
         last = None
         for endpoint in endpoints or self.endpoints:
             try:
-                resp = self.session.request(endpoint + path, method, headers=headers, raise_exc=False,
-                                            connect_retries=0, timeout=timeout or self.timeout,
-                                            logger=LOG, **kwargs)
+                resp = self._send(method, endpoint + path, headers, timeout, kwargs)
             except ks_exc.ConnectTimeout as e:
                 # keystoneauth reports read timeouts as ConnectTimeout too: the request may have
                 # been acted upon, so only a request that is safe to repeat tries another server
@@ -120,6 +120,30 @@ class Glance:
                    409: exc.GlanceConflict}.get(resp.status_code, exc.GlanceError)
             raise cls(msg, status=resp.status_code, op=op)
         raise last
+
+    def _send(self, method, url, headers, timeout, kwargs):
+        # a GET is sent again (twice at most) when its connection broke before any answer, as
+        # when the server closed a keep-alive connection just then; anything else may have
+        # been acted upon, and a GET that timed out is not repeated (a hung Glance stays hung)
+        tries = 3 if method.upper() in ("GET", "HEAD") else 1
+        for attempt in range(tries):
+            try:
+                return self.session.request(url, method, headers=headers, raise_exc=False,
+                                            connect_retries=0, timeout=timeout or self.timeout,
+                                            logger=LOG, **kwargs)
+            except ks_exc.ConnectFailure:  # not ConnectTimeout: a timeout is no broken connection
+                if attempt == tries - 1:
+                    raise
+                time.sleep(0.1)
+
+    def _pauses(self):
+        """Pauses between polls: poll_interval, growing by half up to POLL_CAP. A burst of
+        uploads polls one Glance at once: fixed 50 ms polls (an image GET and a task list
+        each) load the very Glance workers and database that activate the images."""
+        pause = self.poll_interval
+        while True:
+            yield pause
+            pause = min(max(POLL_CAP, self.poll_interval), pause * 1.5)
 
     # -- calls ----------------------------------------------------------------------------
     def stores_detail(self):
@@ -189,6 +213,7 @@ class Glance:
         and GlanceTimeout when one still runs after `timeout`.
         """
         deadline = time.monotonic() + timeout
+        pauses = self._pauses()
         while True:
             running = [t for t in self.image_tasks_strict(image_id)
                        if t.get("type") == "location_import"
@@ -199,7 +224,7 @@ class Glance:
                 raise exc.GlanceTimeout(f"image {image_id}: Glance's location task {running[0].get('id')} "
                                         f"is still {running[0].get('status')} after {timeout} s",
                                         op="wait for location task")
-            time.sleep(self.poll_interval)
+            time.sleep(next(pauses))
 
     def add_location(self, image_id, url):
         """Ask Glance to register url.
@@ -227,6 +252,8 @@ class Glance:
     def wait_active(self, image_id, timeout, url, tasks_before=()):
         """Poll until active; raise if Glance's location task fails or the bound passes."""
         deadline = time.monotonic() + timeout
+        pauses = self._pauses()
+        tasks_listed = 0.0
         while True:
             image = self.get_image(image_id)
             status = image.get("status")
@@ -235,7 +262,8 @@ class Glance:
             if status in ("killed", "deleted", "deactivated"):
                 raise exc.GlanceError(f"image {image_id} went {status} while Glance registered "
                                       f"location {url}", op="wait for active")
-            if status == "queued":
+            if status == "queued" and time.monotonic() - tasks_listed >= TASKS_EVERY:
+                tasks_listed = time.monotonic()
                 for task in self.image_tasks(image_id):
                     if (task.get("id") not in tasks_before and task.get("type") == "location_import"
                             and task.get("status") == "failure"):
@@ -246,7 +274,7 @@ class Glance:
             if time.monotonic() >= deadline:
                 raise exc.GlanceTimeout(f"image {image_id} is still {status} {timeout} s after "
                                         f"location {url} was requested", op="wait for active")
-            time.sleep(self.poll_interval)
+            time.sleep(next(pauses))
 
     def upload(self, image_id, body, size=None, store=None):
         """PUT /v2/images/{id}/file from an iterable of bytes (sent chunked).

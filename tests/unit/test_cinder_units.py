@@ -83,6 +83,57 @@ def test_glance_client_noauth_headers_and_endpoint(tmp_path):
     assert "service" in g.headers["X-Roles"].split(",")
 
 
+class _DroppingServer:
+    """A real socket that closes the first `drops` connections without answering (what a
+    client meets when the server closes a keep-alive connection as it sends), then answers
+    every request 200 and counts the requests by method."""
+
+    def __init__(self, drops):
+        import socket
+        import threading
+        self.drops, self.seen = drops, []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                head = conn.recv(65536).split(b" ", 1)[0].decode()
+                self.seen.append(head)
+                if self.drops > 0:
+                    self.drops -= 1
+                    continue
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+
+
+@pytest.mark.parametrize("method, drops, answered", [("GET", 2, True), ("GET", 3, False),
+                                                     ("POST", 1, False)])
+def test_glance_client_repeats_only_a_get_whose_connection_broke(tmp_path, method, drops, answered):
+    from cinder_ext.glance import Glance
+    server = _DroppingServer(drops)
+    try:
+        conf, _ = opts.load([_write(tmp_path, f"[glance]\napi_servers = 127.0.0.1:{server.port}\n"
+                                              "auth_strategy = noauth\n")])
+        g = Glance(conf)
+        if answered:
+            assert g.request(method, "/v2/images/x", "show image x").status_code == 200
+        else:
+            with pytest.raises(exc.GlanceError, match="cannot reach Glance"):
+                g.request(method, "/v2/images/x", "show image x", json={})
+        # a GET: the first try and two more at most; a POST may have been acted upon: once
+        assert server.seen == [method] * (min(drops + 1, 3) if method == "GET" else 1)
+    finally:
+        server.sock.close()
+
+
 def test_glance_client_keystone_needs_auth_type(tmp_path):
     from cinder_ext.glance import Glance
     conf, _ = opts.load([_write(tmp_path, "[glance]\napi_servers = glance:9292\n")])
