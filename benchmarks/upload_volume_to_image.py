@@ -9,10 +9,14 @@ interleaved (run 1 of every path, then run 2, ...) so that machine drift hits al
 
   clone      our upload, end to end: stores detail (from glance-info-api), decision, clone,
              registration, active
+  independent  our upload of an image that depends on nothing (rbd_flatten_volume_to_image):
+             the same, with the clone flattened inside Ceph before its snapshot
+             (cinder_ext.independent)
   copy       our copy fallback into Glance (PUT /v2/images/{id}/file)
   upstream   real Cinder 29 RBDDriver.copy_volume_to_image (os-brick handle -> glanceclient)
   floor-clone  the bare librbd sequence: snapshot, clone, snapshot + protect
   floor-copy   `rbd cp` of the volume into the Glance pool
+  floor-deep-copy  `rbd deep cp` of the volume into the Glance pool (the independent path's floor)
 
 Before each measurement it pauses 2 s so that every path starts with an idle monitor, and
 between runs it waits for Glance's background hashing (do_secure_hash) of the previous
@@ -49,7 +53,7 @@ from tests.peers import GlancePeer  # noqa: E402
 
 GiB = 1 << 30
 MiB = 1 << 20
-PATHS = ("clone", "copy", "upstream", "floor-clone", "floor-copy")
+PATHS = ("clone", "independent", "copy", "upstream", "floor-clone", "floor-copy", "floor-deep-copy")
 SETTLE = 2.0
 CINDER29 = os.path.join(ROOT, ".peers", "cinder29", "bin", "python")
 
@@ -80,6 +84,7 @@ class Bench:
         self.vio = self.admin.open_ioctx(self.cluster.cinder_pool)
         self.iio = self.admin.open_ioctx(self.cluster.glance_pool)
         self.confs = {enable: self._our_conf(enable) for enable in (True, False)}
+        self.confs["independent"] = self._our_conf(True, flatten=True)
         self.glance = Glance(opts.load([self.confs[True]])[0])
 
     def close(self):
@@ -90,9 +95,9 @@ class Bench:
             except Exception as exc:  # keep stopping the rest
                 log(f"while stopping: {exc}")
 
-    def _our_conf(self, enable):
+    def _our_conf(self, enable, flatten=False):
         client = self.cluster.client("cinder")
-        path = os.path.join(self.work, f"cinder-ours-{enable}.conf")
+        path = os.path.join(self.work, f"cinder-ours-{enable}{'-flatten' if flatten else ''}.conf")
         with open(path, "w") as f:
             f.write(f"""[DEFAULT]
 enabled_backends = ceph
@@ -101,6 +106,7 @@ rbd_pool = {self.cluster.cinder_pool}
 rbd_user = {self.cluster.cinder_user}
 rbd_ceph_conf = {client['conf']}
 enable_clone_optimization = {str(enable).lower()}
+rbd_flatten_volume_to_image = {str(flatten).lower()}
 clone_active_timeout = 120
 [glance]
 api_servers = {self.peer.url}
@@ -169,6 +175,24 @@ auth_strategy = noauth
     def path_copy(self, vid, size_gib):
         return self._ours(vid, False)
 
+    def path_independent(self, vid, size_gib):
+        image = self.glance.create_image("bench-independent")
+        conf, backend = opts.load([self.confs["independent"]])
+        t0 = time.monotonic()
+        result = upload_volume(conf, backend, f"volume-{vid}", image["id"], encrypted=False)
+        seconds = time.monotonic() - t0
+        if result["method"] != "independent":
+            raise RuntimeError(f"independent path took {result['method']}: {result.get('reason')} "
+                               f"{result.get('detail')}")
+        with rbd.Image(self.iio, image["id"], read_only=True) as img:
+            try:
+                img.parent_id()
+                raise RuntimeError(f"independent path left image {image['id']} with a parent")
+            except rbd.ImageNotFound:
+                pass
+        self._settle_and_delete(image["id"])
+        return {"seconds": seconds, "steps": result["seconds"]}
+
     def path_upstream(self, vid, size_gib):
         state = os.path.join(self.work, f"cinder29-{uuid.uuid4().hex[:8]}")
         os.makedirs(os.path.join(state, "locks"))
@@ -219,17 +243,20 @@ auth_strategy = noauth
             conn.shutdown()
         return {"seconds": seconds}
 
-    def path_floor_copy(self, vid, size_gib):
+    def path_floor_copy(self, vid, size_gib, command=("cp",)):
         client = self.cluster.client("cinder")
         dest = f"{self.cluster.glance_pool}/floor-{uuid.uuid4().hex[:8]}"
         t0 = time.monotonic()
-        subprocess.run(["rbd", "--conf", client["conf"], "--id", self.cluster.cinder_user, "cp",
-                        "--no-progress", f"{self.cluster.cinder_pool}/volume-{vid}", dest],
+        subprocess.run(["rbd", "--conf", client["conf"], "--id", self.cluster.cinder_user,
+                        *command, "--no-progress", f"{self.cluster.cinder_pool}/volume-{vid}", dest],
                        check=True, capture_output=True)
         seconds = time.monotonic() - t0
         subprocess.run(["rbd", "--conf", client["conf"], "--id", self.cluster.cinder_user, "rm",
                         "--no-progress", dest], check=True, capture_output=True)
         return {"seconds": seconds}
+
+    def path_floor_deep_copy(self, vid, size_gib):
+        return self.path_floor_copy(vid, size_gib, command=("deep", "cp"))
 
     def _settle_and_delete(self, image_id, timeout=900):
         # Glance hashes a location-added image in the background (do_secure_hash): wait it out
@@ -252,9 +279,11 @@ def summarize(results, sizes):
             if times:
                 row[path] = {"median": statistics.median(times), "min": min(times), "max": max(times),
                              "runs": len(times)}
-        steps = [r["steps"] for r in results if r["size_gib"] == size and r["path"] == "clone"]
-        if steps:
-            row["clone_steps"] = {k: statistics.median(s.get(k, 0) for s in steps) for k in steps[0]}
+        for path in ("clone", "independent"):
+            steps = [r["steps"] for r in results if r["size_gib"] == size and r["path"] == path]
+            if steps:
+                row[f"{path}_steps"] = {k: statistics.median(s.get(k, 0) for s in steps)
+                                        for k in steps[0]}
         rows.append(row)
     return rows
 
@@ -271,24 +300,28 @@ def ratio(a, b):
 
 def table(rows):
     lines = ["| Image size | Time without COW clone (upstream Cinder 29) | Time with COW clone (ours) "
-             "| Speed-up | Our copy fallback | Copy vs upstream | Clone floor (librbd) "
-             "| Clone / floor | Copy floor (`rbd cp`) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| Speed-up | Independent image (ours: clone + flatten) | Independent vs upstream "
+             "| Our copy fallback | Copy vs upstream | Clone floor (librbd) | Clone / floor "
+             "| Copy floor (`rbd cp`) | Deep-copy floor (`rbd deep cp`) | Independent / deep copy |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        up, cl, cp = r.get("upstream"), r.get("clone"), r.get("copy")
-        fc, fp = r.get("floor-clone"), r.get("floor-copy")
-        lines.append(f"| {r['size_gib']} GiB | {fmt(up)} | {fmt(cl)} | {ratio(up, cl)} | {fmt(cp)} "
-                     f"| {ratio(up, cp)} faster | {fmt(fc)} | {ratio(cl, fc)} | {fmt(fp)} |")
+        up, cl, cp, ind = r.get("upstream"), r.get("clone"), r.get("copy"), r.get("independent")
+        fc, fp, fd = r.get("floor-clone"), r.get("floor-copy"), r.get("floor-deep-copy")
+        lines.append(f"| {r['size_gib']} GiB | {fmt(up)} | {fmt(cl)} | {ratio(up, cl)} | {fmt(ind)} "
+                     f"| {ratio(up, ind)} faster | {fmt(cp)} | {ratio(up, cp)} faster | {fmt(fc)} "
+                     f"| {ratio(cl, fc)} | {fmt(fp)} | {fmt(fd)} | {ratio(ind, fd)} |")
     lines.append("")
-    lines.append("Medians of the runs, (min–max). Clone path, median seconds per step:")
-    lines.append("")
-    steps = [r["clone_steps"] for r in rows if "clone_steps" in r]
-    if steps:
+    lines.append("Medians of the runs, (min–max).")
+    for path, title in (("clone", "Clone path"), ("independent", "Independent path")):
+        steps = [r[f"{path}_steps"] for r in rows if f"{path}_steps" in r]
+        if not steps:
+            continue
+        lines += ["", f"{title}, median seconds per step:", ""]
         keys = [k for k in steps[0] if k != "total"]
         lines.append("| Image size | " + " | ".join(keys) + " | total |")
         lines.append("|---" * (len(keys) + 2) + "|")
         for r in rows:
-            s = r.get("clone_steps", {})
+            s = r.get(f"{path}_steps", {})
             lines.append(f"| {r['size_gib']} GiB | " + " | ".join(f"{s.get(k, 0):.3f}" for k in keys)
                          + f" | {s.get('total', 0):.3f} |")
     return "\n".join(lines) + "\n"
@@ -299,8 +332,10 @@ def plot(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    labels = {"clone": "clone (ours)", "copy": "copy fallback (ours)", "upstream": "upstream Cinder 29",
-              "floor-clone": "clone floor (librbd)", "floor-copy": "copy floor (rbd cp)"}
+    labels = {"clone": "clone (ours)", "independent": "independent image (ours: clone + flatten)",
+              "copy": "copy fallback (ours)", "upstream": "upstream Cinder 29",
+              "floor-clone": "clone floor (librbd)", "floor-copy": "copy floor (rbd cp)",
+              "floor-deep-copy": "deep-copy floor (rbd deep cp)"}
     for p in PATHS:
         pts = [(r["size_gib"], r[p]) for r in rows if p in r]
         if not pts:
@@ -349,9 +384,11 @@ def main():
                     # every measurement starts with an idle monitor: a snapshot right after
                     # another monitor commit waits paxos_propose_interval (1 s), not 0.06 s
                     time.sleep(SETTLE)
+                    load = os.getloadavg()[0]  # the machine may be shared: say how busy it was
                     out = bench.run(path, vid, size)
-                    results.append(dict(out, path=path, size_gib=size, run=run))
-                    log(f"  {size} GiB run {run + 1}/{args.runs} {path:12} {out['seconds']:8.3f} s")
+                    results.append(dict(out, path=path, size_gib=size, run=run, load1=load))
+                    log(f"  {size} GiB run {run + 1}/{args.runs} {path:15} {out['seconds']:8.3f} s "
+                        f"(load {load:.2f})")
             bench.remove_volume(vid)
     finally:
         bench.close()
@@ -366,11 +403,22 @@ def main():
         json.dump({"machine": machine, "sizes": sizes, "runs": args.runs, "summary": rows,
                    "results": results}, f, indent=2)
     md = table(rows)
+    loads = [r["load1"] for r in results]
+    if loads:
+        md += (f"\n1-minute load average before each measurement: median {statistics.median(loads):.2f}, "
+               f"{min(loads):.2f}–{max(loads):.2f} ({os.cpu_count()} cores).\n")
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(f"Machine: {machine}\n\nCommand: `.venv/bin/python benchmarks/upload_volume_to_image.py "
-                f"--sizes {args.sizes} --runs {args.runs}`\n\n" + md)
+                f"--sizes {args.sizes} --runs {args.runs}"
+                + (f" --paths {args.paths}" if paths != list(PATHS) else "") + "`\n\n" + md)
     plot(rows, os.path.join(args.out, "upload_volume_to_image.png"))
     print(md)
+    for r in rows:
+        ind, fd, up = r.get("independent"), r.get("floor-deep-copy"), r.get("upstream")
+        if ind and fd:
+            print(f"independent {r['size_gib']} GiB / rbd deep cp: {ind['median'] / fd['median']:.2f}")
+        if ind and up:
+            print(f"upstream {r['size_gib']} GiB / independent: {up['median'] / ind['median']:.2f}")
     if rows and "clone" in rows[0] and "clone" in rows[-1] and len(sizes) > 1:
         print(f"clone {sizes[-1]} GiB / {sizes[0]} GiB: "
               f"{rows[-1]['clone']['median'] / rows[0]['clone']['median']:.2f}")

@@ -460,6 +460,7 @@ class CloneUpload:
                     faults.point("clone.volume_snapshot_removed")
             # the clone depends on the volume now: a delete will see it and trash the volume
             vlock.__exit__()
+            self._before_image_snapshot(undo)
             with self.timer.step("image_snapshot"):
                 self.ceph.create_snap(self.ipool, self.image_id, IMAGE_SNAP)
                 faults.point("clone.image_snapshot_created")
@@ -492,6 +493,10 @@ class CloneUpload:
                 raise exc.CloneFailed(f"{reason}; rollback incomplete: {'; '.join(failures)}",
                                       reason=reason, cleaned=False, cause=e) from None
             raise exc.CloneFailed(reason, reason=reason, cleaned=True, cause=e) from None
+
+    def _before_image_snapshot(self, undo):
+        """Between the clone (the volume lock released) and its snapshot `snap`: nothing
+        here; cinder_ext.independent flattens the clone at this point."""
 
     def _add_location(self):
         """Glance's add-location call, sent again after a 5xx that provably changed nothing

@@ -1,7 +1,8 @@
 """Clone or copy? A pure function of what was fetched; no I/O here.
 
-``decide()`` returns ``Clone`` (where to clone to) or ``Copy(reason, detail)``.
-Every reason is one of the constants below, stable for logs, JSON results and tests.
+``decide()`` returns ``Clone`` (where to clone to; ``flatten``: an independent image, see
+cinder_ext.independent) or ``Copy(reason, detail)``. Every reason is one of the constants
+below, stable for logs, JSON results and tests.
 """
 
 import dataclasses
@@ -21,6 +22,8 @@ CONTAINER_FORMAT = "container-format-not-bare"
 VOLUME_ENCRYPTED = "volume-encrypted"
 IMAGE_NOT_QUEUED = "image-not-queued"
 CLONE_CHAIN_TOO_DEEP = "clone-chain-too-deep"      # the image would pass rbd_max_clone_depth
+# why a Clone is flattened: CLONE_CHAIN_TOO_DEEP, or the operator asked for it
+FLATTEN_REQUESTED = "rbd_flatten_volume_to_image"
 # set by upload.py, not by decide(): the clone was tried, rolled back, and the copy ran
 CLONE_FAILED = "clone-failed"
 
@@ -36,6 +39,9 @@ class Clone:
     fsid: str
     chunk_size: int          # bytes: the clone's object size (before Cinder's stripe rule)
     user: "str | None" = None
+    flatten: bool = False    # an independent image: flattened in Ceph before it is registered
+    reason: "str | None" = None   # why flattened: CLONE_CHAIN_TOO_DEEP or FLATTEN_REQUESTED
+    detail: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +70,7 @@ def pick_store(stores, requested=None):
 
 
 def decide(enabled, stores_detail, volume, image, local_fsid, requested_store=None,
-           stores_error=None, volume_depth=None, max_clone_depth=None):
+           stores_error=None, volume_depth=None, max_clone_depth=None, flatten=False):
     """Clone or Copy(reason).
 
     enabled:        enable_clone_optimization
@@ -76,6 +82,7 @@ def decide(enabled, stores_detail, volume, image, local_fsid, requested_store=No
     requested_store: a store id named by the request (volume type image_service:store_id)
     volume_depth:   parent hops above the volume (create.clone_depth), None if not counted
     max_clone_depth: rbd_max_clone_depth; the image clone sits one hop below the volume
+    flatten:        rbd_flatten_volume_to_image: every clone becomes an independent image
     """
     if not enabled:
         return Copy(OPTION_DISABLED, "enable_clone_optimization is off")
@@ -111,13 +118,16 @@ def decide(enabled, stores_detail, volume, image, local_fsid, requested_store=No
         return Copy(VOLUME_ENCRYPTED, f"volume {volume.name} is encrypted")
     if image.get("status") != "queued":
         return Copy(IMAGE_NOT_QUEUED, f"image status is {image.get('status')!r}")
+    why = {}
     if (volume_depth is not None and max_clone_depth is not None
             and volume_depth + 1 > max_clone_depth):
-        # Cinder flattens a volume past the bound; an image clone cannot be flattened
-        # before Glance has it, so it is copied instead
-        return Copy(CLONE_CHAIN_TOO_DEEP,
-                    f"the image would be clone {volume_depth + 1} deep "
-                    f"(rbd_max_clone_depth {max_clone_depth})")
-    chunk = props["chunk_size"]
+        # Cinder flattens a volume past the bound; the image is flattened inside Ceph
+        # before Glance has it (an independent image), as fast as Ceph copies
+        why = dict(flatten=True, reason=CLONE_CHAIN_TOO_DEEP,
+                   detail=f"the image would be clone {volume_depth + 1} deep "
+                          f"(rbd_max_clone_depth {max_clone_depth})")
+    elif flatten:
+        why = dict(flatten=True, reason=FLATTEN_REQUESTED,
+                   detail="rbd_flatten_volume_to_image is on")
     return Clone(store_id=store["id"], pool=props["pool"], fsid=props["fsid"],
-                 chunk_size=chunk, user=props.get("user"))
+                 chunk_size=props["chunk_size"], user=props.get("user"), **why)

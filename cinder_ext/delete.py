@@ -31,6 +31,7 @@ from cinder_ext import exceptions as exc
 from cinder_ext import faults
 from cinder_ext.ceph import TRASH_NAMESPACE, USER_NAMESPACE
 from cinder_ext.clone import VOLUME_SNAP_PREFIX, Timer, VolumeLock, VolumeLocked
+from cinder_ext.independent import INDEPENDENT_MARK, parse_mark
 
 LOG = logging.getLogger(__name__)
 
@@ -515,15 +516,62 @@ class _Purge:
         finally:
             self._release(held)
 
+    def _our_independent_upload(self, pool, name):
+        """An independent upload's image (cinder_ext.independent: flattened, so without
+        a parent, and ours by its mark naming a volume of our pool), described as the
+        parent its clone had ({'pool', 'image', 'original'}); else None."""
+        marked = parse_mark(self.c.metadata_get(pool, INDEPENDENT_MARK, name=name))
+        if marked is None or marked[0] != self.vpool:
+            return None
+        if self.c.parent_snap(pool, name) is not None:
+            return None  # a clone of something else: not what our upload leaves
+        return {"pool": marked[0], "image": marked[1], "original": VOLUME_SNAP_PREFIX + name}
+
+    def _half_made_clone(self, pool, name, upload_snaps):
+        """librbd's clone creates the child, then attaches its parent: an upload killed in
+        between leaves <image id> with no parent, no snapshot and no data (what a retry's
+        CloneUpload._half_made removes), next to its upload snapshot image-<image id> on
+        the volume. Ours only with that snapshot (a plain image of another tool looks the
+        same): described as the parent it was to have, else None. upload_snaps: a
+        callable giving {upload snapshot name: volume} of the Cinder pool."""
+        if self.c.snaps(pool, name):
+            return None  # every image Glance wrote has its 'snap': no listing for those
+        volume = upload_snaps().get(VOLUME_SNAP_PREFIX + name)
+        if volume is None or self.c.has_data(pool, name):
+            return None
+        return {"pool": self.vpool, "image": volume, "original": VOLUME_SNAP_PREFIX + name,
+                "half_made": True}
+
+    def _upload_snaps(self):
+        """{upload snapshot name (original, any namespace): volume} of the Cinder pool."""
+        out = {}
+        for vol in self.c.list_images(self.vpool):
+            try:
+                for s in self.c.snaps(self.vpool, vol):
+                    if is_upload_snap(s["original"]):
+                        out[s["original"]] = vol
+            except exc.CephNotFound:
+                continue
+        return out
+
     def orphans(self, pool):
         """Clones of a failed upload: <image id> in a Glance pool, a clone of our upload
-        snapshot image-<image id>, whose Glance image is gone or will never reference it."""
+        snapshot image-<image id> (or, flattened by an independent upload, marked as
+        one), whose Glance image is gone or will never reference it."""
+        snaps = {}
+
+        def upload_snaps():  # listed once, and only if a parentless candidate needs it
+            if "all" not in snaps:
+                snaps["all"] = self._upload_snaps()
+            return snaps["all"]
         for name in self.c.list_images(pool):
             if not _IMAGE_NAME.match(name):
                 continue
             what = f"{pool}/{name}"
             try:
-                parent = self._our_upload_parent(pool, name, expect_id=name)
+                parent = (self._our_upload_parent(pool, name, expect_id=name)
+                          or self._our_independent_upload(pool, name)
+                          or self._half_made_clone(pool, name, upload_snaps))
             except exc.CephNotFound:
                 continue
             if parent is None:
@@ -547,10 +595,12 @@ class _Purge:
                             self.vpool, s["id"], name=vol):
                         self.c.remove_snap_by_id(self.vpool, s["id"], name=vol)
                         self.snaps_removed.append(f"{self.vpool}/{vol}@{s['original']}")
+            kind = (" killed inside librbd's clone (no parent, no snapshot, no data)"
+                    if parent.get("half_made") else "")
+            reason = (f"clone of a failed upload{kind}: {why}; with its upload snapshot "
+                      f"{self.vpool}/{parent['image']}@{parent['original']}")
             try:
-                self._locked_act(name, what, f"clone of a failed upload: {why}; with its upload "
-                                 f"snapshot {self.vpool}/{parent['image']}@{parent['original']}",
-                                 remove)
+                self._locked_act(name, what, reason, remove)
             except exc.CephNotFound:
                 continue
 

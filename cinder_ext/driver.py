@@ -58,7 +58,8 @@ LOG = logging.getLogger(__name__)
 # Declared once in cinder_ext.opts; the copy-path tuning options there belong to our
 # own copy, not to upstream's, so the driver registers only these.
 DRIVER_OPTS = [o for o in ext_opts.CLONE_OPTS
-               if o.dest in ("enable_clone_optimization", "clone_active_timeout")]
+               if o.dest in ("enable_clone_optimization", "rbd_flatten_volume_to_image",
+                             "clone_active_timeout")]
 
 CONF = cfg.CONF
 CONF.register_opts(DRIVER_OPTS, group=configuration.SHARED_CONF_GROUP)

@@ -87,6 +87,21 @@ CLONE_OPTS = [
                      'reading the image back); the Cinder Ceph user needs '
                      'write access to the Glance pool and the Glance user '
                      'read access to the Cinder pool. Disabled by default.'),
+    cfg.BoolOpt('rbd_flatten_volume_to_image',
+                default=False,
+                help='Flatten images uploaded from volumes to remove '
+                     'dependency from image to volume. When '
+                     'enable_clone_optimization is on, an upload to a '
+                     'Glance RBD store in the same Ceph cluster then '
+                     'becomes an image that depends on nothing: the volume '
+                     'is cloned into the Glance pool, the clone is '
+                     'flattened inside Ceph (rbd_concurrent_management_ops '
+                     'objects at a time, unallocated extents skipped), '
+                     'snapshotted, and its location registered; no byte '
+                     'passes through Cinder or Glance. Uploads whose clone '
+                     'would exceed rbd_max_clone_depth take this path even '
+                     'when this option is off. No effect when '
+                     'enable_clone_optimization is off.'),
     cfg.IntOpt('clone_active_timeout', default=60, min=1,
                help='Seconds to wait, after registering a cloned image\'s '
                     'location, for Glance to make the image active before '

@@ -1,6 +1,7 @@
 """Upload a volume to a Glance image: the one orchestrator of the CLI and the driver.
 
-fetch -> decide -> clone transaction -> else copy, with the reason. ``run_upload`` takes
+fetch -> decide -> clone transaction (or an independent image: clone, flatten in Ceph)
+-> else copy, with the reason. ``run_upload`` takes
 the Ceph adapter, the Glance client and the copy as arguments:
 
 * the CLI (``upload_volume``): cinder_ext.ceph.Cluster, cinder_ext.glance.Glance and
@@ -10,10 +11,12 @@ the Ceph adapter, the Glance client and the copy as arguments:
   own copy_volume_to_image (Cinder's volume states stop a delete meanwhile).
 
 The result is a plain dict (the CLI prints it as JSON):
-method ('clone' | 'copy'), reason (None for a clone, else one of decision.REASONS),
-detail, location (the rbd:// URL of a clone), bytes, size, seconds per step.
+method ('clone' | 'independent' | 'copy'), reason (None for a clone; for an independent
+image why it was flattened; for a copy one of decision.REASONS), detail, location (the
+rbd:// URL of a clone or independent image), bytes, size, seconds per step.
 """
 
+import dataclasses
 import logging
 import re
 import time
@@ -23,6 +26,7 @@ from cinder_ext import clone as clone_mod
 from cinder_ext import copy as copy_mod
 from cinder_ext import decision
 from cinder_ext import exceptions as exc
+from cinder_ext import independent
 from cinder_ext.depth import clone_depth
 from cinder_ext.glance import Glance
 
@@ -86,7 +90,8 @@ def run_upload(ceph, glance, options, name, image_id, copy, copier, store_id=Non
 
     ceph:       a connected Ceph adapter (cinder_ext.ceph.Cluster's methods)
     glance:     a Glance client (cinder_ext.glance.Glance's methods)
-    options:    enable_clone_optimization, rbd_pool, rbd_max_clone_depth, clone_active_timeout
+    options:    enable_clone_optimization, rbd_flatten_volume_to_image, rbd_pool,
+                rbd_max_clone_depth, clone_active_timeout
     copy:       copy(image, size) -> bytes sent; the streaming upload, called once at most
     copier:     names the copy in the log line ('ours' | 'upstream')
     encrypted:  the volume's known state, or None to look for a LUKS header
@@ -121,10 +126,13 @@ def run_upload(ceph, glance, options, name, image_id, copy, copier, store_id=Non
 
     def decide(img):
         choice = decision.decide(enabled, stores, vol, img, fsid, store_id, stores_error,
-                                 volume_depth=depth, max_clone_depth=options.rbd_max_clone_depth)
-        if depth is None and isinstance(choice, decision.Clone):
-            # unknown depth is not a licence to deepen the chain
-            return decision.Copy(decision.CLONE_FAILED, "the volume's clone depth is unknown")
+                                 volume_depth=depth, max_clone_depth=options.rbd_max_clone_depth,
+                                 flatten=options.rbd_flatten_volume_to_image)
+        if depth is None and isinstance(choice, decision.Clone) and not choice.flatten:
+            # unknown depth is not a licence to deepen the chain: an independent image
+            # has no chain at all
+            return dataclasses.replace(choice, flatten=True, reason=decision.CLONE_CHAIN_TOO_DEEP,
+                                       detail="the volume's clone depth is unknown")
         return choice
 
     result = {"volume": f"{pool}/{name}", "image_id": image_id, "size": size}
@@ -151,10 +159,13 @@ def run_upload(ceph, glance, options, name, image_id, copy, copier, store_id=Non
             done = _finished_earlier(ceph, glance, options, pool, name, image_id, image, decide,
                                      timer)
             if done is not None:
-                return _done(result, "clone", None, "", done, size, timer, started, resumed=True)
+                again, url = done
+                return _done(result, "independent" if again.flatten else "clone", again.reason,
+                             again.detail, url, size, timer, started, resumed=True)
         if isinstance(choice, decision.Clone):
-            tx = clone_mod.CloneUpload(ceph, glance, pool, name, image_id, choice,
-                                       options.clone_active_timeout, timer, locked=True)
+            transaction = independent.IndependentUpload if choice.flatten else clone_mod.CloneUpload
+            tx = transaction(ceph, glance, pool, name, image_id, choice,
+                             options.clone_active_timeout, timer, locked=True)
             try:
                 out = tx.run()
             except exc.CloneFailed as e:
@@ -165,11 +176,14 @@ def run_upload(ceph, glance, options, name, image_id, copy, copier, store_id=Non
                                           reason=e.reason, cleaned=False, cause=e) from None
                 choice = decision.Copy(decision.CLONE_FAILED, e.reason)
             else:
-                result = _done(result, "clone", None, "", out["location"], size, timer, started,
-                               recovered=out["recovered"], location_api=out["location_api"])
-                LOG.info("Upload of volume %s/%s to image %s: method=clone, location=%s, "
-                         "%.3f s (%s)", pool, name, image_id, out["location"],
-                         result["seconds"]["total"],
+                method = "independent" if choice.flatten else "clone"
+                result = _done(result, method, choice.reason, choice.detail, out["location"],
+                               size, timer, started, recovered=out["recovered"],
+                               location_api=out["location_api"])
+                LOG.info("Upload of volume %s/%s to image %s: method=%s, %slocation=%s, "
+                         "%.3f s (%s)", pool, name, image_id, method,
+                         f"reason={choice.reason}: {choice.detail}, " if choice.flatten else "",
+                         out["location"], result["seconds"]["total"],
                          ", ".join(f"{k} {v:.3f} s" for k, v in timer.steps.items()))
                 return result
     finally:
@@ -209,7 +223,7 @@ def _locations(image):
 
 
 def _finished_earlier(ceph, glance, options, pool, name, image_id, image, decide, timer):
-    """The location, if an earlier attempt of this volume's upload to image_id got as far as
+    """(Clone, location) if an earlier attempt of this volume's upload to image_id got as far as
     Glance importing or activating it (the CLI retries with the same id; Cinder never
     does, its images are always queued here); else None."""
     if image.get("status") not in ("importing", "active"):
@@ -221,7 +235,15 @@ def _finished_earlier(ceph, glance, options, pool, name, image_id, image, decide
     if image.get("status") == "active" and url not in _locations(image):
         return None
     parent = ceph.info(again.pool, image_id)["parent"]
-    if not parent or (parent["pool"], parent["image"]) != (pool, name):
+    if parent:
+        ours = (parent["pool"], parent["image"]) == (pool, name)
+    else:  # flattened: an independent image of this volume carries its mark
+        try:
+            mark = ceph.metadata_get(again.pool, independent.INDEPENDENT_MARK, name=image_id)
+        except exc.CephNotFound:
+            mark = None
+        ours = mark == independent.mark_value(pool, name)
+    if not ours:
         raise exc.CinderExtError(
             f"image {image_id} is already {image.get('status')} and holds "
             + (f"a clone of {parent['pool']}/{parent['image']}" if parent else "another image")
@@ -230,7 +252,7 @@ def _finished_earlier(ceph, glance, options, pool, name, image_id, image, decide
         glance.wait_active(image_id, options.clone_active_timeout, url)
     LOG.info("Upload of volume %s/%s to image %s: finished by an earlier attempt",
              pool, name, image_id)
-    return url
+    return again, url
 
 
 def _done(result, method, reason, detail, location, nbytes, timer, started, **extra):

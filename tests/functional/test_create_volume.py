@@ -118,7 +118,8 @@ def test_cloning_disabled_copies(cinder_env, created):
 def test_chain_deeper_than_rbd_max_clone_depth_is_bounded(cinder_env, created, glance_peer):
     """volume -> image -> volume -> image -> volume -> image -> volume with
     rbd_max_clone_depth = 2: every hop counts, the Glance pool's too, on both paths. The
-    upload that would make an image 3 deep copies it (clone-chain-too-deep); the create
+    upload that would make an image 3 deep makes it independent (clone-chain-too-deep:
+    flattened inside Ceph before Glance has it); the create
     that would make a volume 3 deep flattens it. Nothing anywhere is deeper than 2."""
     env = cinder_env
     conf = env.conf(extra="rbd_max_clone_depth = 2\n")
@@ -128,10 +129,10 @@ def test_chain_deeper_than_rbd_max_clone_depth_is_bounded(cinder_env, created, g
     v1, out = _create(env, conf, i1, 32 / 1024, created)       # depth 2 = the bound: a clone
     assert out["method"] == "clone" and out["depth"] == 2 and not out["flattened"]
     i2 = env.image()
-    out = env.upload(conf, v1, i2)                             # would be 3: copied
-    assert out["method"] == "copy" and out["reason"] == "clone-chain-too-deep", out
+    out = env.upload(conf, v1, i2)                             # would be 3: independent
+    assert out["method"] == "independent" and out["reason"] == "clone-chain-too-deep", out
     assert "3 deep" in out["detail"] and "rbd_max_clone_depth 2" in out["detail"]
-    v2, out = _create(env, conf, i2, 32 / 1024, created)       # a copied image starts anew
+    v2, out = _create(env, conf, i2, 32 / 1024, created)       # an independent image starts anew
     assert out["method"] == "clone" and out["depth"] == 1 and not out["flattened"]
     i3 = _clone_upload(env, conf, v2)                          # depth 2 = the bound: a clone
     v3, out = _create(env, conf, i3, 32 / 1024, created)       # would be 3: flattened

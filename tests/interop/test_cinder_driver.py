@@ -133,7 +133,7 @@ def test_refused_location_rolls_back_and_falls_back_to_upstreams_copy(
 def test_volume_image_volume_image_chain_stops_at_rbd_max_clone_depth(run_cinder, cinder_glance,
                                                                       ceph_cluster, bound):
     # v1 -> i1 (clone, 1 deep) -> v2 (upstream's clone_image, 2 deep) -> i2: 3 deep, past
-    # a bound of 2 (copied), within a bound of 3 (cloned)
+    # a bound of 2 (an independent image: flattened inside Ceph), within a bound of 3 (cloned)
     run = run_cinder(cinder_glance.url, enable_clone_optimization=True, mode="chain",
                      extra_conf=f"rbd_max_clone_depth = {bound}\n")
     r = run.result
@@ -145,7 +145,7 @@ def test_volume_image_volume_image_chain_stops_at_rbd_max_clone_depth(run_cinder
     assert len(lines) == 1, lines
     if bound == 2:
         assert r["image2_parent"] is None
-        assert "method=copy (upstream), reason=clone-chain-too-deep" in lines[0], lines[0]
+        assert "method=independent, reason=clone-chain-too-deep" in lines[0], lines[0]
         assert f"clone 3 deep (rbd_max_clone_depth {bound})" in lines[0], lines[0]
     else:
         assert r["image2_parent"] == f"{cinder}/{r['volume2']}"
@@ -163,7 +163,8 @@ def test_options_register_in_the_backend_section_with_backend_defaults(run_cinde
     assert r["driver_class"] == DRIVER
     assert r["enable_clone_optimization"] is True and r["shared_default"] is True
     assert r["clone_active_timeout"] == 17
-    assert {"enable_clone_optimization", "clone_active_timeout", "rbd_pool"} <= set(r["driver_options"])
+    assert {"enable_clone_optimization", "rbd_flatten_volume_to_image", "clone_active_timeout",
+            "rbd_pool"} <= set(r["driver_options"])
 
     # off by default
     r = run_cinder("http://127.0.0.1:9", enable_clone_optimization=None, mode="options").result

@@ -102,11 +102,21 @@ def test_clone_up_to_rbd_max_clone_depth(volume_depth, max_depth):
 
 
 @pytest.mark.parametrize("volume_depth, max_depth", [(2, 2), (3, 2), (0, 0), (5, 5)])
-def test_copy_when_the_image_would_pass_rbd_max_clone_depth(volume_depth, max_depth):
+def test_independent_image_when_a_clone_would_pass_rbd_max_clone_depth(volume_depth, max_depth):
     result = _at_depth(volume_depth, max_depth)
-    assert isinstance(result, d.Copy) and result.reason == d.CLONE_CHAIN_TOO_DEEP
+    assert isinstance(result, d.Clone) and result.flatten and result.reason == d.CLONE_CHAIN_TOO_DEEP
     assert f"{volume_depth + 1} deep" in result.detail and f"rbd_max_clone_depth {max_depth}" in result.detail
     assert result.reason in d.REASONS
+
+
+def test_independent_image_when_the_operator_asks():
+    result = d.decide(True, stores(), VOL, IMAGE, FSID, flatten=True)
+    assert isinstance(result, d.Clone) and result.flatten and result.reason == d.FLATTEN_REQUESTED
+    assert not d.decide(True, stores(), VOL, IMAGE, FSID).flatten
+    # the option does not turn the clone path on, nor any copy reason into a flatten
+    assert isinstance(d.decide(False, stores(), VOL, IMAGE, FSID, flatten=True), d.Copy)
+    assert isinstance(d.decide(True, stores(), d.Volume("v", encrypted=True), IMAGE, FSID,
+                               flatten=True), d.Copy)
 
 
 def test_depth_not_counted_means_no_bound():
