@@ -172,7 +172,9 @@ class KeystonePeer:
 
     def cli_auth(self, user):
         u = self.users[user]
-        return ["--os-auth-url", self.auth_url, "--os-username", user, "--os-password", u["password"],
+        # --option=value: a generated password may start with '-' (token_urlsafe), which
+        # argparse would take for an option (seen in CI: "--os-password: expected one argument")
+        return ["--os-auth-url", self.auth_url, "--os-username", user, f"--os-password={u['password']}",
                 "--os-project-name", u["project"], "--os-user-domain-name", "Default",
                 "--os-project-domain-name", "Default", "--os-region-name", self.region]
 
