@@ -27,8 +27,11 @@ import demo_openstack  # noqa: E402
 VENV = os.path.join(os.environ.get("PEERS_DIR", os.path.join(os.path.dirname(HERE), ".peers")), "tempest")
 
 # The spec's dependency tests; every test that uploads a volume to an image or creates a
-# volume from an image and needs no compute; and tempest's volume smoke set.
+# volume from an image and needs no compute (tempest's upload test through our plugin,
+# tests/tempest_plugin: tempest's own class skips without Neutron); and tempest's volume
+# smoke set.
 SELECTION = ("^(cinder_tempest_plugin\\.api\\.volume\\.(test_volume_dependency|test_create_from_image)"
+             "|glance_rbd_clone_tempest\\.tests\\.test_volumes_actions"
              "|tempest\\.api\\.volume\\.(test_volumes_actions|test_volumes_get|test_image_metadata"
              "|test_volumes_clone)"
              "|tempest\\.api\\.volume\\..*\\[.*\\bsmoke\\b.*\\])")
@@ -90,8 +93,9 @@ def write_conf(cloud, ws):
                      "v3_endpoint_type": "public"},
         "identity-feature-enabled": {"api_v2": "false", "api_v3": "true"},
         # no Neutron: tempest's volume classes that declare create_default_network skip
-        # (VolumesActionsTest, with tempest's only upload test, test_volume_upload); with
-        # neutron "available" the dynamic credentials' cleanup calls Neutron and fails
+        # (VolumesActionsTest, with tempest's only upload test, test_volume_upload: our
+        # plugin runs it without the network); with neutron "available" the dynamic
+        # credentials' cleanup calls Neutron and fails
         "service_available": {"nova": "false", "glance": "true", "cinder": "true", "neutron": "false",
                               "swift": "false", "heat": "false", "horizon": "false"},
         "compute": {"image_ref": image_ref(cloud), "image_ref_alt": ""},
@@ -100,7 +104,9 @@ def write_conf(cloud, ws):
         "image-feature-enabled": {"api_v2": "true", "api_v1": "false", "import_image": "false"},
         "volume": {"catalog_type": "volumev3", "region": ks["region"], "build_timeout": 300,
                    "storage_protocol": "ceph", "vendor_name": "Open Source", "backend_names": "ceph",
-                   "volume_size": 1, "min_microversion": "3.0", "max_microversion": "latest"},
+                   "volume_size": 1, "min_microversion": "3.0", "max_microversion": "latest",
+                   # test_volume_upload: one upload per format (raw clones, qcow2 copies)
+                   "disk_format": "raw,qcow2"},
         "volume-feature-enabled": {"api_v3": "true", "backup": "false", "snapshot": "true",
                                    "clone": "true", "manage_volume": "false", "manage_snapshot": "false",
                                    "extend_attached_volume": "false", "volume_revert": "true",
@@ -143,11 +149,14 @@ def run(directory, regex=SELECTION, concurrency=2, log=print):
         raise RuntimeError(f"cannot read tempest's results: {parsed.stderr.decode()[-500:]}")
     results = json.loads(parsed.stdout)
     after = count_methods(cloud)
+    uploads = {k: after[k] - clone_lines_before[k] for k in ("clone", "independent", "copy")}
+    uploads["copy_reasons"] = after["copy_reasons"][len(clone_lines_before["copy_reasons"]):]
+    # tempest's test_volume_upload uploads its raw volume once per [volume] disk_format
+    # (raw, qcow2: one raw-to-raw upload each time it passes)
+    uploads["raw_to_raw"] = sum(1 for t, r in results.items()
+                                if t.split("[")[0].endswith(".test_volume_upload") and r["status"] == "success")
     summary = {"seconds": round(secs, 1), "regex": regex, "concurrency": concurrency,
-               "results": results, "returncode": proc.returncode,
-               "uploads": {"clone": after["clone"] - clone_lines_before["clone"],
-                           "copy": after["copy"] - clone_lines_before["copy"],
-                           "copy_reasons": after["copy_reasons"][len(clone_lines_before["copy_reasons"]):]}}
+               "results": results, "returncode": proc.returncode, "uploads": uploads}
     with open(os.path.join(ws, "results.json"), "w") as f:
         json.dump(summary, f, indent=2)
     report(summary, log)
@@ -155,12 +164,14 @@ def run(directory, regex=SELECTION, concurrency=2, log=print):
 
 
 def count_methods(cloud):
-    counts = {"clone": 0, "copy": 0, "copy_reasons": []}
+    counts = {"clone": 0, "independent": 0, "copy": 0, "copy_reasons": []}
     try:
         with open(cloud.volume_log, errors="replace") as f:
             for line in f:
                 if ": method=clone" in line:
                     counts["clone"] += 1
+                elif ": method=independent" in line:
+                    counts["independent"] += 1
                 elif ": method=copy" in line:
                     counts["copy"] += 1
                     counts["copy_reasons"].append(line.split("reason=", 1)[-1].strip()[:200])
@@ -182,7 +193,8 @@ def report(summary, log=print):
     for test, reason in by["fail"]:
         log(f"  FAILED {test}: {reason.strip().splitlines()[-1:] if reason else ''}")
     up = summary["uploads"]
-    log(f"cinder-volume uploads during the run: method=clone {up['clone']}, method=copy {up['copy']}"
+    log(f"cinder-volume uploads during the run: raw to raw {up['raw_to_raw']}; method=clone "
+        f"{up['clone']}, method=independent {up['independent']}, method=copy {up['copy']}"
         + (f" (reasons: {'; '.join(up['copy_reasons'])})" if up["copy"] else ""))
 
 
