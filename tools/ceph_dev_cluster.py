@@ -229,6 +229,8 @@ keyring = {self.admin_keyring}
 
 [mon]
 mon data = {self.dir}/mon/$cluster-$id
+# the cluster and audit logs too (Ceph's default is /var/log/ceph/$cluster.$channel.log)
+mon cluster log file = {self.log_dir}/$cluster.$channel.log
 # no mgr on purpose (RBD needs none): never raise MGR_DOWN for it
 mon mgr mkfs grace = {MGR_GRACE}
 mon data avail warn = 1

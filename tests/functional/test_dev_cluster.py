@@ -4,6 +4,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 
 import pytest
 import rados
@@ -76,6 +77,23 @@ def test_caps_are_least_privilege(ceph_cluster):
 def test_clone_v2_is_enabled(ceph_cluster):
     out = ceph_cluster.admin("ceph", "osd", "dump")
     assert "require_min_compat_client mimic" in out
+
+
+def test_cluster_and_audit_logs_stay_in_its_directory(ceph_cluster):
+    # a mon command is an audit-log entry: it lands in DIR/log, not in /var/log/ceph
+    marker = f"dev-cluster-log-{os.getpid()}-{os.urandom(4).hex()}"
+    ceph_cluster.admin("ceph", "config-key", "set", marker, "1")
+    ceph_cluster.admin("ceph", "config-key", "rm", marker)
+    audit = os.path.join(ceph_cluster.dir, "log", "ceph.audit.log")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if os.path.exists(audit) and marker in open(audit, errors="replace").read():
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"{marker} not in {audit}")
+    system = "/var/log/ceph/ceph.audit.log"
+    assert not os.path.exists(system) or marker not in open(system, errors="replace").read()
 
 
 def test_health_ok(ceph_cluster):
