@@ -266,8 +266,8 @@ def driver_steps(line):
 
 
 # the clone path's steps in the order they run (the CLI's JSON sorts its keys)
-STEP_ORDER = ("connect", "fetch", "recover", "volume_snapshot", "clone", "volume_snapshot_remove",
-              "image_snapshot", "register", "active")
+STEP_ORDER = ("connect", "fetch", "recover", "gather", "volume_snapshot", "clone",
+              "volume_snapshot_remove", "flatten", "image_snapshot", "register", "active")
 
 
 def timeline(burst):

@@ -311,15 +311,21 @@ class Timer:
                 self.t0 = time.monotonic()
 
             def __exit__(self, *a):
-                timer.steps[name] = round(timer.steps.get(name, 0) + time.monotonic() - self.t0, 4)
+                timer.add(name, time.monotonic() - self.t0)
         return _Step()
+
+    def add(self, name, seconds):
+        self.steps[name] = round(self.steps.get(name, 0) + seconds, 4)
 
 
 class CloneUpload:
     def __init__(self, ceph, glance, volume_pool, volume_name, image_id, target,
-                 active_timeout=60, timer=None, locked=False):
-        """locked: the caller holds the image id's ImageLock already; else run() takes it."""
+                 active_timeout=60, timer=None, locked=False, gate_ticket=None):
+        """locked: the caller holds the image id's ImageLock already; else run() takes it.
+        gate_ticket: the upload's cinder_ext.snapshot_gate ticket, to snapshot together
+        with the other uploads of this process."""
         self.locked = locked
+        self.gate_ticket = gate_ticket
         self.ceph, self.glance = ceph, glance
         self.vpool, self.volume, self.image_id = volume_pool, volume_name, image_id
         self.target = target
@@ -427,6 +433,10 @@ class CloneUpload:
                 self.recover()
             faults.point("clone.recovered")
             fmt = self.ceph.clone_format()
+            if self.gate_ticket is not None:
+                waited = self.gate_ticket.arrive()
+                if waited:
+                    self.timer.add("gather", waited)
             with self.timer.step("volume_snapshot"):
                 vinfo = self.ceph.info(self.vpool, self.volume)
                 self.ceph.create_snap(self.vpool, self.volume, self.vsnap)

@@ -31,7 +31,7 @@ from cinder_ext import exceptions as exc
 from cinder_ext import faults
 from cinder_ext.ceph import TRASH_NAMESPACE, USER_NAMESPACE
 from cinder_ext.clone import VOLUME_SNAP_PREFIX, Timer, VolumeLock, VolumeLocked
-from cinder_ext.independent import INDEPENDENT_MARK, parse_mark
+from cinder_ext.independent import made_from
 
 LOG = logging.getLogger(__name__)
 
@@ -520,11 +520,9 @@ class _Purge:
         """An independent upload's image (cinder_ext.independent: flattened, so without
         a parent, and ours by its mark naming a volume of our pool), described as the
         parent its clone had ({'pool', 'image', 'original'}); else None."""
-        marked = parse_mark(self.c.metadata_get(pool, INDEPENDENT_MARK, name=name))
+        marked = made_from(self.c, pool, name)
         if marked is None or marked[0] != self.vpool:
             return None
-        if self.c.parent_snap(pool, name) is not None:
-            return None  # a clone of something else: not what our upload leaves
         return {"pool": marked[0], "image": marked[1], "original": VOLUME_SNAP_PREFIX + name}
 
     def _half_made_clone(self, pool, name, upload_snaps):

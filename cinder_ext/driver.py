@@ -22,6 +22,7 @@ Everything else is upstream's ``cinder.volume.drivers.rbd.RBDDriver``, except:
 Only this module imports cinder: ``import cinder_ext`` works without Cinder.
 """
 
+import copy
 import errno
 
 # upstream's driver first: it imports cinder.image.image_utils before cinder.image.glance,
@@ -74,6 +75,22 @@ def _unwrap(obj):
     return getattr(obj, "__wrapped__", obj)
 
 
+# Cinder's privileged Glance calls load the [glance] auth plugin anew for every client:
+# a Keystone password login per call (a bcrypt check on Keystone's CPU). 16 uploads at
+# once on tools/cloud each logged in for the stores detail, and their fetches took 1.5-4 s.
+# One plugin per process, as Cinder keeps its [service_user] one: keystoneauth reuses its
+# token and logs in again when it nears expiry or is refused.
+_GLANCE_AUTH = None
+
+
+def _glance_service_auth():
+    """The [glance] service credentials' auth plugin, loaded once; None when unset."""
+    global _GLANCE_AUTH
+    if _GLANCE_AUTH is None and cfg.CONF[cinder_glance.GLANCE_GROUP].auth_type:
+        _GLANCE_AUTH = ks_loading.load_auth_from_conf_options(cfg.CONF, cinder_glance.GLANCE_GROUP)
+    return _GLANCE_AUTH
+
+
 class CinderGlance(glance_mod.Glance):
     """The calls the clone transaction makes, through Cinder's own Glance client.
 
@@ -102,8 +119,17 @@ class CinderGlance(glance_mod.Glance):
         self.privileged = privileged
 
     def _call(self, op, method, *args, privileged=False, **kwargs):
+        context = self.context
+        if privileged:
+            auth = _glance_service_auth()
+            if auth is not None:
+                # Cinder's own client, with the [glance] credentials as the caller's auth
+                # plugin (what its privileged path does, less the login per call)
+                context = copy.copy(self.context)
+                context.user_auth_plugin = auth
+                privileged = False
         try:
-            return _unwrap(self.client.call(self.context, method, *args,
+            return _unwrap(self.client.call(context, method, *args,
                                             privileged_user=privileged, **kwargs))
         except Exception as e:  # glanceclient and Cinder errors: one family for the caller
             raise self._translate(op, e) from None
@@ -157,7 +183,7 @@ class CinderGlance(glance_mod.Glance):
         """True when Cinder's [glance] user has Glance's admin role (every image visible),
         False when it has not, None when Keystone could not tell (ask again later)."""
         try:
-            auth = ks_loading.load_auth_from_conf_options(cfg.CONF, cinder_glance.GLANCE_GROUP)
+            auth = _glance_service_auth()
             if auth is None:
                 return False
             return "admin" in auth.get_access(ks_session.Session()).role_names

@@ -62,6 +62,16 @@ def parse_mark(value):
     return (pool, name) if sep and pool and name and "/" not in name else None
 
 
+def made_from(ceph, pool, name):
+    """(volume pool, volume name) that the image pool/name was made from, if it is an
+    independent upload's image (flattened: no parent, and our mark); else None. Raises
+    CephNotFound when there is no such image."""
+    marked = parse_mark(ceph.metadata_get(pool, INDEPENDENT_MARK, name=name))
+    if marked is None or ceph.info(pool, name)["parent"]:
+        return None
+    return marked
+
+
 class IndependentUpload(clone_mod.CloneUpload):
     """CloneUpload whose image is flattened before it is snapshotted and registered.
 
@@ -71,19 +81,19 @@ class IndependentUpload(clone_mod.CloneUpload):
     """
 
     def __init__(self, ceph, glance, volume_pool, volume_name, image_id, target,
-                 active_timeout=60, timer=None, locked=True):
+                 active_timeout=60, timer=None, locked=True, gate_ticket=None):
         super().__init__(ceph, glance, volume_pool, volume_name, image_id, target,
-                         active_timeout=active_timeout, timer=timer, locked=locked)
+                         active_timeout=active_timeout, timer=timer, locked=locked,
+                         gate_ticket=gate_ticket)
         self.mark = mark_value(volume_pool, volume_name)
 
     # -- leftovers: a flattened image of ours has no parent, but our mark ---------------
     def _clone_is_ours(self):
         try:
-            mark = self.ceph.metadata_get(self.ipool, INDEPENDENT_MARK, name=self.image_id)
+            if made_from(self.ceph, self.ipool, self.image_id) == (self.vpool, self.volume):
+                return True
         except exc.CephNotFound:
             return False
-        if mark == self.mark and not self.ceph.info(self.ipool, self.image_id)["parent"]:
-            return True
         return super()._clone_is_ours()
 
     # -- the steps between the clone and its snapshot ------------------------------------

@@ -27,6 +27,7 @@ from cinder_ext import copy as copy_mod
 from cinder_ext import decision
 from cinder_ext import exceptions as exc
 from cinder_ext import independent
+from cinder_ext import snapshot_gate
 from cinder_ext.depth import clone_depth
 from cinder_ext.glance import Glance
 
@@ -99,6 +100,13 @@ def run_upload(ceph, glance, options, name, image_id, copy, copier, store_id=Non
     Raises CinderExtError when neither path can complete (nothing half-done is left that
     purge does not reconcile).
     """
+    with snapshot_gate.gate().on_the_way() as ticket:
+        return _run_upload(ceph, glance, options, name, image_id, copy, copier, store_id,
+                           encrypted, image_meta, timer, started, ticket)
+
+
+def _run_upload(ceph, glance, options, name, image_id, copy, copier, store_id, encrypted,
+                image_meta, timer, started, ticket):
     timer = timer or clone_mod.Timer()
     started = started or time.monotonic()
     pool = options.rbd_pool
@@ -165,7 +173,8 @@ def run_upload(ceph, glance, options, name, image_id, copy, copier, store_id=Non
         if isinstance(choice, decision.Clone):
             transaction = independent.IndependentUpload if choice.flatten else clone_mod.CloneUpload
             tx = transaction(ceph, glance, pool, name, image_id, choice,
-                             options.clone_active_timeout, timer, locked=True)
+                             options.clone_active_timeout, timer, locked=True,
+                             gate_ticket=ticket)
             try:
                 out = tx.run()
             except exc.CloneFailed as e:
@@ -192,6 +201,7 @@ def run_upload(ceph, glance, options, name, image_id, copy, copier, store_id=Non
 
     # a clone that failed is worth an operator's look (caps, Glance roles); the rest are
     # ordinary choices
+    ticket.leave()  # no snapshot of ours to wait for
     log = LOG.warning if choice.reason == decision.CLONE_FAILED else LOG.info
     log("Upload of volume %s/%s to image %s: method=copy (%s), reason=%s",
         pool, name, image_id, copier, choice)
@@ -238,11 +248,7 @@ def _finished_earlier(ceph, glance, options, pool, name, image_id, image, decide
     if parent:
         ours = (parent["pool"], parent["image"]) == (pool, name)
     else:  # flattened: an independent image of this volume carries its mark
-        try:
-            mark = ceph.metadata_get(again.pool, independent.INDEPENDENT_MARK, name=image_id)
-        except exc.CephNotFound:
-            mark = None
-        ours = mark == independent.mark_value(pool, name)
+        ours = independent.made_from(ceph, again.pool, image_id) == (pool, name)
     if not ours:
         raise exc.CinderExtError(
             f"image {image_id} is already {image.get('status')} and holds "

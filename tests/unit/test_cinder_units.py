@@ -222,3 +222,36 @@ def test_cinder_side_imports_without_the_ceph_bindings():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "python3-rados" in proc.stdout
+
+
+class _MonClient:
+    """librados' Rados as clone_format uses it; counts mon commands."""
+
+    def __init__(self, fsid, release="mimic"):
+        self.fsid, self.release, self.mon_commands = fsid, release, 0
+
+    def conf_get(self, key):
+        return "auto"
+
+    def get_fsid(self):
+        return self.fsid
+
+    def mon_command(self, cmd, inbuf):
+        self.mon_commands += 1
+        return 0, ('{"require_min_compat_client": "%s"}' % self.release).encode(), ""
+
+
+def test_clone_format_asks_the_monitor_once_per_cluster(monkeypatch):
+    # every mon command is a monitor commit (its audit-log entry) that the next snapshot
+    # waits behind: one per upload cost a burst a second (cinder_ext.ceph._CLONE_FORMATS)
+    from cinder_ext import ceph
+    monkeypatch.setattr(ceph, "_CLONE_FORMATS", {})
+    one, other = ceph.Cluster(None), ceph.Cluster(None)
+    one.client, other.client = _MonClient("fsid-a"), _MonClient("fsid-a")
+    assert [one.clone_format(), other.clone_format(), one.clone_format()] == [2, 2, 2]
+    assert one.client.mon_commands + other.client.mon_commands == 1
+    luminous = ceph.Cluster(None)
+    luminous.client = _MonClient("fsid-b", release="luminous")
+    assert luminous.clone_format() == 1 and luminous.client.mon_commands == 1
+    monkeypatch.setattr(ceph, "CLONE_FORMAT_TTL", 0.0)
+    assert one.clone_format() == 2 and one.client.mon_commands == 2
