@@ -13,8 +13,10 @@ import errno as errno_mod
 import json
 import logging
 import math
+import re
 import socket
 import struct
+import subprocess
 import threading
 import time
 
@@ -467,8 +469,8 @@ class Cluster:
                 offset = end
 
     # -- lock objects: watch, notify, blocklist (clone.ObjectLock builds on these) ----------
-    # As librbd's exclusive lock: a holder watches the lock object; a holder that answers
-    # no notify is dead, and is blocklisted before its lock is broken.
+    # As librbd's exclusive lock: a holder watches the lock object; a holder whose watch
+    # the OSD no longer keeps is dead, and is blocklisted before its lock is broken.
     @property
     def instance_id(self):
         """Our client's global id: the N of client.N in cls_lock and notify acks."""
@@ -514,23 +516,32 @@ class Cluster:
             # failed unwatch, instead of a corrupted heap.
             ctypes.pythonapi.Py_IncRef(ctypes.py_object(handle))
 
-    def notify(self, pool, obj, timeout):
-        """Notify the watchers of pool/obj: ({gid of each that answered}, {gid of each that
-        did not within `timeout` s}). A missing object has no watchers."""
-        res = {}
-
-        def complete(_comp, ret, acks, timeouts):
-            res.update(ret=ret, acks=acks or [], timeouts=timeouts or [])
-        with self._op("notify watchers of", pool, obj):
-            comp = self.ioctx(pool).aio_notify(obj, complete, msg="", timeout_ms=int(timeout * 1000))
-            # a native wait (no threading.Event: under eventlet the callback's librados
-            # thread could not wake a green waiter); bounded by the notify timeout
-            comp.wait_for_complete_and_cb()
-        ret = res.get("ret") or 0
-        if ret < 0 and -ret not in (errno_mod.ETIMEDOUT, errno_mod.ENOENT):
-            raise self._translate(rados.OSError("notify", errno=-ret), "notify watchers of",
-                                  pool, obj)
-        return {a[0] for a in res.get("acks", [])}, {t[0] for t in res.get("timeouts", [])}
+    def list_watchers(self, pool, obj):
+        """{gid of each client whose watch the OSD keeps on pool/obj}: what librbd asks
+        before it breaks a lock. python-rados has no list_watchers (librados' C API lacks
+        it), so Ceph's own `rados listwatchers` answers, as this client's user. A missing
+        object has no watchers; any other failure raises (never read as "nobody")."""
+        cmd = ["rados", "--cluster", self.cluster_name, "--id", self.user or "admin",
+               "-p", pool, "listwatchers", obj]
+        if self.conffile:
+            cmd[1:1] = ["--conf", self.conffile]
+        if self.timeout is not None and self.timeout > 0:
+            cmd[1:1] = ["--client-mount-timeout", str(self.timeout),
+                        "--rados-osd-op-timeout", str(self.timeout)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True,
+                                  timeout=max(30, (self.timeout or 0) * 2 + 5))
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise exc.CephError(f"list watchers of {pool}/{obj}: {e}", op="list watchers of",
+                                pool=pool, image=obj) from None
+        if proc.returncode != 0:
+            if "No such file or directory" in proc.stderr:
+                return set()
+            raise exc.CephError(f"list watchers of {pool}/{obj}: "
+                                f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}",
+                                op="list watchers of", pool=pool, image=obj)
+        # watcher=ADDR client.GID cookie=N
+        return {int(m.group(1)) for m in re.finditer(r"\bclient\.(\d+)\b", proc.stdout)}
 
     def blocklist(self, addr, expire):
         """Fence a client: the OSDs refuse its every op from now on (`expire` seconds).

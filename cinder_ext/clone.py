@@ -59,20 +59,18 @@ def clone_order(volume_stripe_unit, store_chunk_size):
 # pool's rbd_directory (touched by every create, remove and `rbd ls`) is never involved.
 # A holder watches its lock object before it takes the lock, and keeps the watch while it
 # holds it: the watch is its lease, renewed by librados' own pings (not by a Python thread,
-# so a busy or eventlet-blocked process keeps it), and dropped by the OSD WATCH_TIMEOUT s
-# after its client stops pinging. A holder is alive if it answers a notify on the lock
-# object within NOTIFY_TIMEOUT s; one that does not (SIGKILLed: a watch nobody answers; or
-# gone: no watch at all) is blocklisted (fenced: the OSDs refuse its every op) and only
-# then its lock is broken. Nothing here looks at host names, pids or /proc: a holder in
-# another container with the same host name is alive exactly when it answers.
+# so a busy or eventlet-blocked process keeps it), and dropped by the OSD
+# osd_client_watch_timeout s (30 by default) after its client stops pinging.
+# As librbd's BreakRequest judges a lock owner: a holder is alive while the OSD keeps its
+# watch (list_watchers), answering or not (a paused process is alive); only a holder
+# without a watch is dead, and only after the lock is read again and still shows it (a
+# holder that released meanwhile is not dead) is it blocklisted (fenced: the OSDs refuse
+# its every op) and its lock broken. Nothing here looks at host names, pids or /proc.
 ADD_LOCATION_TRIES = 3          # a 5xx that changed nothing is sent again, at most twice
 
 LOCK_PREFIX = "rbd_clone_lock."
 LOCK_NAME = "rbd_clone_lock"   # the one cls_lock on each lock object
-NOTIFY_TIMEOUT = 5.0           # seconds a live holder gets to answer
-WATCH_TIMEOUT = 30             # seconds the OSD keeps the watch of a silent client
 BLOCKLIST_EXPIRE = 3600        # a fenced client instance never comes back anyway
-LOCK_LEASE = WATCH_TIMEOUT     # kept for callers that passed lease=
 
 
 def lock_object(what):
@@ -117,7 +115,8 @@ class ObjectLock:
             self.ceph.create_object(self.pool, self.obj)
             try:
                 # watch first: from the moment we hold the lock, we answer for it
-                watch = self.ceph.watch(self.pool, self.obj, timeout=WATCH_TIMEOUT)
+                # no timeout of ours: the OSD's osd_client_watch_timeout, as librbd's
+                watch = self.ceph.watch(self.pool, self.obj)
             except exc.CephNotFound:
                 continue  # the last holder removed it between our create and our watch
             cookie = f"{self.ceph.instance_id}.{watch.get_id()}.{os.urandom(4).hex()}"
@@ -145,27 +144,32 @@ class ObjectLock:
         holders, _ = self.ceph.lock_info(self.pool, self.obj, LOCK_NAME)
         if not holders:
             return []
-        acked, _silent = self.ceph.notify(self.pool, self.obj, NOTIFY_TIMEOUT)
-        live = []
-        for h in holders:
-            if h["gid"] in acked:
-                live.append(h)
+        watching = self.ceph.list_watchers(self.pool, self.obj)
+        live = [h for h in holders if h["gid"] in watching]
+        unwatched = [h for h in holders if h["gid"] not in watching]
+        if not unwatched:
+            return live
+        # read again: a holder that released (unlock, then unwatch) since is not dead
+        still, _ = self.ceph.lock_info(self.pool, self.obj, LOCK_NAME)
+        still = {(h["gid"], h["cookie"]) for h in still}
+        for h in unwatched:
+            if (h["gid"], h["cookie"]) not in still:
                 continue
             if not h.get("addr"):
-                LOG.warning("%s/%s: holder %s answers no notify but has no address to "
-                            "blocklist; leaving its lock", self.pool, self.obj, _who(h))
+                LOG.warning("%s/%s: holder %s has no watch but no address to blocklist "
+                            "either; leaving its lock", self.pool, self.obj, _who(h))
                 live.append(h)
                 continue
             try:
-                # fence first: a holder that is only slow must not act after we break in
+                # fence first: a holder that comes back must not act after we break in
                 self.ceph.blocklist(h["addr"], BLOCKLIST_EXPIRE)
             except exc.CephError as e:
-                LOG.warning("%s/%s: cannot blocklist silent holder %s (%s); leaving its lock",
+                LOG.warning("%s/%s: cannot blocklist holder %s (%s); leaving its lock",
                             self.pool, self.obj, _who(h), e)
                 live.append(h)
                 continue
-            LOG.warning("%s/%s: breaking the lock of a dead process %s: it answered no notify "
-                        "within %s s; blocklisted", self.pool, self.obj, _who(h), NOTIFY_TIMEOUT)
+            LOG.warning("%s/%s: breaking the lock of %s: the OSD no longer keeps its watch "
+                        "(its client stopped pinging); blocklisted", self.pool, self.obj, _who(h))
             self.ceph.break_lock(self.pool, self.obj, LOCK_NAME,
                                  (h["entity"][0], h["entity"][1], h["cookie"]))
         return live
@@ -219,7 +223,7 @@ def reap_lock_objects(ceph, pool):
 # Two uploads to the same image id would each "recover" (remove) the other's clone: an
 # exclusive lock on rbd_clone_lock.<image id> in the Glance pool serialises them.
 class ImageLock:
-    def __init__(self, ceph, pool, image_id, lease=None):
+    def __init__(self, ceph, pool, image_id):
         self.ceph, self.pool, self.image_id = ceph, pool, image_id
         self.lock = ObjectLock(ceph, pool, image_id, shared=False, op="upload")
 
@@ -250,7 +254,7 @@ VOLUME_LOCK_WAIT = 10.0  # seconds: the snapshot + clone window is far shorter
 
 
 class VolumeLock:
-    def __init__(self, ceph, pool, volume, shared, wait=VOLUME_LOCK_WAIT, lease=None):
+    def __init__(self, ceph, pool, volume, shared, wait=VOLUME_LOCK_WAIT):
         self.ceph, self.pool, self.volume = ceph, pool, volume
         self.shared, self.wait = shared, wait
         self.lock = ObjectLock(ceph, pool, volume, shared=shared,

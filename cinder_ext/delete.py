@@ -56,12 +56,19 @@ def _where(dep):
     return f"{dep['pool']}/{dep['image']}" + (" (in trash)" if dep.get("trash") else "")
 
 
-def delete_volume(cluster, pool, name, mode=DEFERRED, delay=0, concurrency=3, leaf_remove=None):
+REFUSE, KEEP = "refuse", "keep"
+
+
+def delete_volume(cluster, pool, name, mode=DEFERRED, delay=0, concurrency=3, leaf_remove=None,
+                  foreign_snapshots=REFUSE):
     """Delete pool/name; returns a result dict (action: removed | trashed | flattened | ...).
 
     leaf_remove: how to remove a volume nothing depends on (default: librbd's remove;
     Cinder's driver passes upstream's own, which also tidies Cinder's clone chains).
-    Raises VolumeBusy when Cinder snapshots block the delete (nothing changed).
+    foreign_snapshots: what snapshots that are not ours (a user's, or one Cinder forgot
+    when an admin unmanaged it) do: REFUSE raises VolumeBusy (nothing changed: the CLI);
+    KEEP deletes as upstream's driver does (the volume goes to the trash with them, or
+    leaf_remove handles them), which is what Cinder's callers expect.
     """
     if mode not in MODES:
         raise exc.ConfigError(f"delete mode {mode!r}: expected one of {', '.join(MODES)}")
@@ -72,12 +79,14 @@ def delete_volume(cluster, pool, name, mode=DEFERRED, delay=0, concurrency=3, le
     except VolumeLocked as e:
         raise exc.VolumeBusy(f"{e}; nothing was changed, delete it again") from None
     try:
-        return _delete_volume(cluster, pool, name, mode, delay, concurrency, leaf_remove)
+        return _delete_volume(cluster, pool, name, mode, delay, concurrency, leaf_remove,
+                              foreign_snapshots)
     finally:
         lock.__exit__()
 
 
-def _delete_volume(cluster, pool, name, mode, delay, concurrency, leaf_remove):
+def _delete_volume(cluster, pool, name, mode, delay, concurrency, leaf_remove,
+                   foreign_snapshots):
     timer, started = Timer(), time.monotonic()
     result = {"volume": f"{pool}/{name}", "mode": mode, "dependents": []}
     with timer.step("inspect"):
@@ -90,7 +99,7 @@ def _delete_volume(cluster, pool, name, mode, delay, concurrency, leaf_remove):
             return _done(result, timer, started)
         blocking = [s["name"] for s in snaps
                     if s["namespace"] == USER_NAMESPACE and not is_upload_snap(s["name"])]
-        if blocking:
+        if blocking and foreign_snapshots == REFUSE:
             raise exc.VolumeBusy(f"volume {pool}/{name} has snapshots ({', '.join(blocking)}): "
                                  "delete them first; nothing was changed")
         deps = cluster.children(pool, name)
@@ -273,13 +282,14 @@ class _Purge:
     run records it and removes nothing)."""
 
     def __init__(self, cluster, volume_pool, image_pools, include_unmarked, scan_volumes,
-                 glance, dry_run, timer):
+                 glance, dry_run, timer, scan_limit=None, scan_after=None):
         self.c, self.vpool, self.ipools = cluster, volume_pool, list(image_pools)
         self.include_unmarked, self.scan_volumes = include_unmarked, scan_volumes
         self.glance, self.dry_run, self.timer = glance, dry_run, timer
         self.now = _utcnow()
         self.removed, self.snaps_removed, self.plan, self.kept = [], [], [], []
         self.planned = set()
+        self.scan_limit, self.scan_next = scan_limit, scan_after
 
     def act(self, what, reason, fn, snapshot=False):
         if what in self.planned:
@@ -352,13 +362,26 @@ class _Purge:
             if kept:
                 self.keep(f"{self.vpool}/{entry['name']}", kept, entry["id"])
 
+    def _volumes_to_scan(self):
+        """The volumes this run scans: all, or (scan_limit) the next scan_limit after the
+        scan_after cursor, wrapping around, so that a periodic purge's cost per run stays
+        bounded however many volumes the pool holds; scan_next is where the next run
+        goes on."""
+        names = sorted(n for n in self.c.list_images(self.vpool) if not n.endswith(DELETED_SUFFIX))
+        if not self.scan_limit or len(names) <= self.scan_limit:
+            return names
+        after = self.scan_next or ""
+        batch = [n for n in names if n > after][:self.scan_limit]
+        if len(batch) < self.scan_limit:  # wrap around
+            batch += names[:self.scan_limit - len(batch)]
+        self.scan_next = batch[-1]
+        return batch
+
     def volume_snapshots(self):
         """Upload snapshots in the trash namespace that no clone needs (Glance's user
         deleted the clone and could not drop them); with Glance, also an upload snapshot
         left in the user namespace by a failed upload whose image is an orphan."""
-        for name in self.c.list_images(self.vpool):
-            if name.endswith(DELETED_SUFFIX):
-                continue  # deleted_volumes() takes those whole
+        for name in self._volumes_to_scan():
             try:
                 for s in self.c.snaps(self.vpool, name):
                     if not is_upload_snap(s["original"]):
@@ -626,7 +649,8 @@ class _Kept(Exception):
 
 
 def purge(cluster, volume_pool, image_pools=(), include_unmarked=False, scan_volumes=True,
-          max_rounds=10, glance=None, dry_run=False, reap_locks=None):
+          max_rounds=10, glance=None, dry_run=False, reap_locks=None, scan_limit=None,
+          scan_after=None):
     """Reclaim what deletions left once nothing depends on it. Idempotent, any order.
 
     volume_pool: Cinder's pool; image_pools: the Glance rbd pools of this cluster.
@@ -643,13 +667,15 @@ def purge(cluster, volume_pool, image_pools=(), include_unmarked=False, scan_vol
     Removing one can free another (chains through both pools): rounds repeat while they
     remove something, so one purge reclaims a whole chain. dry_run: one round, nothing
     removed, result["would_remove"] lists what would go (later rounds may add more).
+    scan_limit, scan_after: step 3 looks at scan_limit volumes after the scan_after
+    cursor (a periodic run's bounded share); result["scan_next"] is the next cursor.
     reap_locks (default: scan_volumes): remove the lock objects dead holders left
     (cinder_ext.clone.reap_lock_objects; it lists every object of each pool, so the
     cheap periodic run leaves it to the full one).
     """
     timer, started = Timer(), time.monotonic()
     run = _Purge(cluster, volume_pool, image_pools, include_unmarked, scan_volumes, glance,
-                 dry_run, timer)
+                 dry_run, timer, scan_limit, scan_after)
     for _ in range(1 if dry_run else max_rounds):
         run.kept = []
         if not run.round():
@@ -667,7 +693,7 @@ def purge(cluster, volume_pool, image_pools=(), include_unmarked=False, scan_vol
                     locks.append(obj)
     out = {"pools": [volume_pool, *run.ipools], "removed": run.removed, "kept": run.kept,
            "snapshots_removed": run.snaps_removed, "lock_objects_removed": locks,
-           "dry_run": dry_run}
+           "dry_run": dry_run, "scan_next": run.scan_next}
     if dry_run:
         out["would_remove"] = run.plan
     else:

@@ -1,4 +1,4 @@
-"""A drop-in RBD volume driver for real Cinder (29, 2025.2) that uploads by clone.
+"""A drop-in RBD volume driver for real Cinder (26 to 29, 2025.1 to 2026.2) that uploads by clone.
 
 In cinder.conf, the backend section changes one line and adds one::
 
@@ -19,11 +19,14 @@ Everything else is upstream's ``cinder.volume.drivers.rbd.RBDDriver``, except:
   The logic is cinder_ext.delete's (the CLI's too); a volume nothing depends on is
   removed by upstream's own code.
 
+With ``enable_clone_optimization`` off (the default) every method is upstream's and
+nothing of ours runs: no Ceph connection, lock, Glance request or purge of our own.
+
 Only this module imports cinder: ``import cinder_ext`` works without Cinder.
 """
 
 import copy
-import errno
+import time
 
 # upstream's driver first: it imports cinder.image.image_utils before cinder.image.glance,
 # the one order in which those two modules (which import each other) load
@@ -44,7 +47,6 @@ from cinder import context as cinder_context
 from cinder import exception
 from cinder.image import glance as cinder_glance
 from cinder import interface
-from cinder import utils
 from cinder.volume import configuration
 
 from cinder_ext import delete as delete_mod
@@ -65,9 +67,9 @@ DRIVER_OPTS = [o for o in ext_opts.CLONE_OPTS
 CONF = cfg.CONF
 CONF.register_opts(DRIVER_OPTS, group=configuration.SHARED_CONF_GROUP)
 
-# the purge mark on volumes trashed for their images (cinder_ext.delete owns it)
-TRASH_MARK = delete_mod.TRASH_MARK
 POLL_INTERVAL = 0.1  # seconds between polls of an image Glance is activating
+LOCK_REAP_INTERVAL = 3600  # seconds between the purge's sweeps for dead lock objects
+VOLUME_SCAN_PER_RUN = 200  # volumes whose snapshots one periodic purge looks at
 
 
 def _unwrap(obj):
@@ -213,9 +215,12 @@ class _NativeThreadCeph:
     up to 12.5x its idle time; with it ~8 s and ~2.3x. Under threading (no eventlet) the
     calls run as they are."""
 
-    def __init__(self, cluster, execute):
+    def __init__(self, cluster, execute, flatten_limit=None):
         self._cluster = cluster
         self._execute = execute
+        # upstream's own bound on flattens (rbd_concurrent_flatten_operations), taken on
+        # the hub before the native thread, as upstream's limit_operations does
+        self._flatten_limit = flatten_limit
 
     def __getattr__(self, name):
         attr = getattr(self._cluster, name)
@@ -224,11 +229,27 @@ class _NativeThreadCeph:
 
         def call(*args, **kwargs):
             return self._execute(attr, *args, **kwargs)
+        if name == "flatten" and self._flatten_limit is not None:
+            def bounded(*args, **kwargs):
+                with self._flatten_limit:
+                    return call(*args, **kwargs)
+            return bounded
         return call
 
 
+def _on_eventlet_hub():
+    """True when this process runs on eventlet's hub. Cinder 26-28 always do; Cinder 29
+    does unless OS_CINDER_DISABLE_EVENTLET_PATCHING is set. Asked of eventlet itself, so
+    that no Cinder release's helper (utils.concurrency_mode_threading is 29's) is needed."""
+    try:
+        from eventlet import patcher
+    except ImportError:  # a Cinder without eventlet runs native threads
+        return False
+    return patcher.is_monkey_patched("thread")
+
+
 def _native_executor():
-    if utils.concurrency_mode_threading():
+    if not _on_eventlet_hub():
         return lambda fn, *a, **kw: fn(*a, **kw)
     from eventlet import tpool
     return tpool.execute
@@ -244,15 +265,26 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
         super().__init__(*args, **kwargs)
         self.configuration.append_config_values(DRIVER_OPTS)
         self._purge_task = None
+        self._glance_admin = None
+        self._next_lock_reap = 0.0
+        self._scan_next = None  # where the next purge's look at volumes' snapshots goes on
+        # volumes whose delete runs our path: upstream's removal of them is not redirected
+        self._deleting_ours = set()
 
     @classmethod
     def get_driver_options(cls):
         return super().get_driver_options() + DRIVER_OPTS
 
+    @property
+    def _clone_on(self):
+        return bool(self.configuration.enable_clone_optimization)
+
     # -- upload ---------------------------------------------------------------------
     def copy_volume_to_image(self, context, volume, image_service, image_meta):
         """cinder_ext.upload's orchestrator (the CLI's too), with Cinder's pieces: Glance as
         the user with Cinder's service token, Ceph calls in native threads, upstream's copy."""
+        if not self._clone_on:
+            return super().copy_volume_to_image(context, volume, image_service, image_meta)
         image_id = image_meta["id"]
         execute = _native_executor()
         cluster = self._cluster()
@@ -266,7 +298,7 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
             execute(cluster.connect)
             try:
                 upload_mod.run_upload(
-                    _NativeThreadCeph(cluster, execute), CinderGlance(context, image_service),
+                    self._native(cluster, execute), CinderGlance(context, image_service),
                     self.configuration, volume.name, image_id, copy, copier="upstream",
                     store_id=self._requested_store(volume),
                     encrypted=bool(volume.encryption_key_id), image_meta=image_meta)
@@ -286,7 +318,7 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
             return None
         return (volume.volume_type.extra_specs or {}).get("image_service:store_id")
 
-    # -- delete ---------------------------------------------------------------------
+    # -- Ceph -----------------------------------------------------------------------
     def _cluster(self):
         """Our Ceph adapter for this backend's rbd_* options, as the backend's user (not yet
         connected)."""
@@ -295,132 +327,171 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
                        self.configuration.rados_connection_retries,
                        self.configuration.rados_connection_interval)
 
+    def _native(self, cluster, execute):
+        # flattens share upstream's semaphore (rbd_concurrent_flatten_operations)
+        return _NativeThreadCeph(cluster, execute, getattr(self, "_semaphore", None))
+
     def _ceph(self, fn, *args, **kwargs):
-        """fn(cluster, *args) on our Ceph adapter, connected as the backend's user; under
-        eventlet in a native thread, as upstream runs its librbd calls."""
-        def run():
-            with self._cluster() as cluster:
-                return fn(cluster, *args, **kwargs)
-        if utils.concurrency_mode_threading():
-            return run()
-        from eventlet import tpool
-        return tpool.execute(run)
+        """fn(ceph, *args) on our Ceph adapter, connected as the backend's user, each Ceph
+        call in a native thread under eventlet (as upstream runs librbd)."""
+        execute = _native_executor()
+        cluster = self._cluster()
+        execute(cluster.connect)
+        try:
+            return fn(self._native(cluster, execute), *args, **kwargs)
+        finally:
+            execute(cluster.close)
+
+    # -- delete ---------------------------------------------------------------------
+    # Upstream's delete runs unchanged for every volume without an upload snapshot of
+    # ours. It opens the volume once and asks _find_clone_snap about its snapshots; that
+    # look, on the same open image, is where an upload snapshot is noticed and the delete
+    # handed to cinder_ext.delete (the volume's clone-uploaded images keep their parent).
+    class _UploadSnapshotsFound(Exception):
+        pass
+
+    def _find_clone_snap(self, rbd_image):
+        if self._clone_on:
+            if (rbd_image.get_name() not in self._deleting_ours
+                    and self._has_upload_snapshot(rbd_image)):
+                raise self._UploadSnapshotsFound()
+        return super()._find_clone_snap(rbd_image)
+
+    def _has_upload_snapshot(self, rbd_image):
+        trash_ns = getattr(self.rbd, "RBD_SNAP_NAMESPACE_TYPE_TRASH", None)
+        for snap in rbd_image.list_snaps():
+            original = snap["name"]
+            if trash_ns is not None and snap.get("namespace") == trash_ns:
+                original = rbd_image.snap_get_trash_namespace(snap["id"])["original_name"]
+            if delete_mod.is_upload_snap(original):
+                return True
+        return False
 
     def delete_volume(self, volume):
-        with upstream.RADOSClient(self) as client:
-            try:
-                with upstream.RBDVolumeProxy(self, volume.name, ioctx=client.ioctx,
-                                             client=client.cluster) as rbd_image:
-                    clone_snap = self._find_clone_snap(rbd_image)
-                    if clone_snap is None:
-                        self._delete_backup_snaps(rbd_image)
-            except self.rbd.ImageNotFound:
-                clone_snap = None
-            if clone_snap is not None:
-                # upstream keeps it as <name>.deleted for its own clones: constant time
-                self._delete_volume(volume, client)
-                return
-            leaf = []
-            delay = (self.configuration.deferred_deletion_delay
-                     if self.configuration.enable_deferred_deletion else 0)
-            try:
-                out = self._ceph(delete_mod.delete_volume, self.configuration.rbd_pool,
-                                 volume.name, delete_mod.DEFERRED, delay,
-                                 self.configuration.rbd_concurrent_flatten_operations,
-                                 leaf_remove=lambda: leaf.append(True))
-            except exc.VolumeBusy as e:  # VolumeLocked too: the volume goes back to available
-                raise exception.VolumeIsBusy(str(e), volume_name=volume.name) from None
-            except exc.CinderExtError as e:
-                raise exception.VolumeBackendAPIException(data=str(e)) from None
-            if leaf:  # nothing depends on it: upstream's removal, in this thread
-                self._delete_volume(volume, client)
-            elif out["action"] == "trashed":
-                LOG.info("Volume %(vol)s moved to the RBD trash instead of flattening the "
-                         "images cloned from it (%(deps)s); it is purged once they are "
-                         "deleted", {"vol": volume.name, "deps": ", ".join(out["dependents"])})
+        try:
+            return super().delete_volume(volume)
+        except self._UploadSnapshotsFound:  # only with the option on: ours to delete
+            pass
+        # a volume uploaded by clone: moved to the trash in constant time while its images
+        # need it (upstream would flatten each one: O(size)), purged once they are gone
+        self._deleting_ours.add(volume.name)
+        try:
+            out = self._delete_ours(volume)
+        finally:
+            self._deleting_ours.discard(volume.name)
+        if out["action"] == "trashed":
+            LOG.info("Volume %(vol)s moved to the RBD trash instead of flattening the "
+                     "images cloned from it (%(deps)s); it is purged once they are "
+                     "deleted", {"vol": volume.name, "deps": ", ".join(out["dependents"])})
 
-    def purge_trashed_parents(self, client=None):
-        """Reclaim what deletions left once nothing needs it (cinder_ext.delete.purge), in
-        the backend's pool and in every Glance rbd pool of this cluster (from the stores
-        detail): trashed volumes, Glance's trashed images, upload snapshots, upstream's
-        <volume>.deleted.
+    def _delete_ours(self, volume):
+        delay = (self.configuration.deferred_deletion_delay
+                 if self.configuration.enable_deferred_deletion else 0)
+
+        def upstream_remove():  # nothing depends on it any more: upstream's removal
+            with upstream.RADOSClient(self) as client:
+                self._delete_volume(volume, client)
+        try:
+            return self._ceph(delete_mod.delete_volume, self.configuration.rbd_pool,
+                              volume.name, delete_mod.DEFERRED, delay,
+                              self.configuration.rbd_concurrent_flatten_operations,
+                              leaf_remove=upstream_remove, foreign_snapshots="keep")
+        except (exc.VolumeBusy, exc.CephBusy) as e:
+            # VolumeLocked too: as upstream's ImageBusy, the volume goes back to available
+            raise exception.VolumeIsBusy(str(e), volume_name=volume.name) from None
+        except exc.CinderExtError as e:
+            raise exception.VolumeBackendAPIException(data=str(e)) from None
+
+    # -- periodic purge ---------------------------------------------------------------
+    def _purge_context(self):
+        """An admin context that can reach Glance: get_admin_context() has no service
+        catalog, so with glance_api_servers unset (Cinder's default) Cinder's client would
+        find no Glance. The image endpoint is looked up in the catalog of the [glance]
+        service user's token, as glance_catalog_info and [glance] region_name say."""
+        ctx = cinder_context.get_admin_context()
+        if CONF.glance_api_servers:
+            return ctx
+        auth = _glance_service_auth()
+        if auth is None:
+            raise exc.ConfigError("no Glance to ask: glance_api_servers is unset and the "
+                                  "[glance] section has no credentials to read the catalog")
+        service_type, service_name, endpoint_type = CONF.glance_catalog_info.split(":")
+        region = cfg.CONF[cinder_glance.GLANCE_GROUP].region_name
+        url = auth.get_endpoint(ks_session.Session(), service_type=service_type,
+                                service_name=service_name or None,
+                                interface=endpoint_type.replace("URL", ""),
+                                region_name=region)
+        if not url:
+            raise exc.ConfigError(f"the catalog has no {service_type} endpoint "
+                                  f"({CONF.glance_catalog_info}, region {region})")
+        ctx.service_catalog = [{"type": service_type, "name": service_name,
+                                "endpoints": [{endpoint_type: url, "region": region}]}]
+        return ctx
+
+    def purge(self):
+        """One run of cinder_ext.delete.purge for this backend: in its pool and in every
+        Glance rbd pool of this cluster (from the stores detail), what deletions left once
+        nothing needs it: volumes trashed for their images, Glance's trashed images,
+        upload snapshots no clone needs, upstream's <volume>.deleted, and, with deferred
+        deletion on, the expired entries of Cinder's own deferred deletions (as upstream's
+        trash purge, but only those a user's delete made: rbd-mirror, live migration and
+        librbd own the others).
 
         Failed uploads' clones are reconciled only when Glance's answers can be trusted
         for every image (Cinder's [glance] user is an admin): to anyone else a member's
         private image looks gone (404), and its clone would be taken for an orphan.
-        Returns the trash ids of our entries that stay (images still depend on them).
         """
-        ctx = cinder_context.get_admin_context()
-        glance = CinderGlance(ctx, None, privileged=True)
-        pools = ()
-        if self.configuration.enable_clone_optimization:
+        # lock objects dead holders left: a listing of every object of the pools, so at
+        # most once per LOCK_REAP_INTERVAL (the next taker of such a lock breaks it anyway)
+        reap = time.monotonic() >= self._next_lock_reap
+
+        def run(ceph):  # connected first: with Ceph away there is nothing to ask Glance
+            glance, stores = None, None
             try:
-                pools = delete_mod.image_pools(glance.stores_detail(), self._get_fsid())
-            except exc.GlanceError as e:
-                LOG.debug("Purge: no stores detail (%s): the backend's pool only", e)
-        trusted = glance if pools and self._glance_sees_every_image(glance) else None
-        if trusted is None:
-            out = self._ceph(delete_mod.purge, self.configuration.rbd_pool, pools,
-                             scan_volumes=False)
-        else:
-            # Glance's calls (green sockets) stay on the hub, the Ceph calls go to native
-            # threads, as in the upload
-            execute = _native_executor()
-            cluster = self._cluster()
-            execute(cluster.connect)
-            try:
-                out = delete_mod.purge(_NativeThreadCeph(cluster, execute),
-                                       self.configuration.rbd_pool, pools, scan_volumes=False,
-                                       glance=trusted)
-            finally:
-                execute(cluster.close)
-        for what in out["removed"]:
-            LOG.info("Purged %s from the trash: no image depends on it any more", what)
+                glance = CinderGlance(self._purge_context(), None, privileged=True)
+                stores = glance.stores_detail()
+            except Exception as e:  # Keystone or Glance away, or not configured: next run
+                LOG.warning("Purge: cannot read Glance's stores detail (%s); this run "
+                            "purges the backend's pool only", e)
+            pools = delete_mod.image_pools(stores, ceph.fsid()) if stores else ()
+            trusted = glance if pools and self._glance_sees_every_image(glance) else None
+            return delete_mod.purge(ceph, self.configuration.rbd_pool, pools,
+                                    include_unmarked=self.configuration.enable_deferred_deletion,
+                                    glance=trusted, reap_locks=reap,
+                                    scan_limit=VOLUME_SCAN_PER_RUN, scan_after=self._scan_next)
+        out = self._ceph(run)
+        self._scan_next = out["scan_next"]
+        if reap:
+            self._next_lock_reap = time.monotonic() + LOCK_REAP_INTERVAL
+        for what in out["removed"] + out["snapshots_removed"]:
+            LOG.info("Purged %s: nothing depends on it any more", what)
         for kept in out["kept"]:
-            LOG.debug("%s stays in the trash: %s", kept["image"], kept["reason"])
-        return {kept["trash_id"] for kept in out["kept"]}
+            LOG.debug("%s stays: %s", kept["image"], kept["reason"])
+        return out
 
     def _glance_sees_every_image(self, glance):
         # asked of Keystone until it answers, then once per service start (the roles of a
         # service user rarely change)
-        if getattr(self, "_glance_admin", None) is None:
+        if self._glance_admin is None:
             self._glance_admin = glance.sees_every_image()
         return bool(self._glance_admin)
 
     def _trash_purge(self):
-        # upstream's periodic purge, but our entries are handled quietly: a volume that
-        # images still depend on is expected to stay, not an error to log every minute
-        with upstream.RADOSClient(self) as client:
-            ours = self.purge_trashed_parents(client)
-            for vol in self.RBDProxy().trash_list(client.ioctx):
-                if vol.get("id") in ours:
-                    continue
-                try:
-                    self.RBDProxy().trash_remove(client.ioctx, vol.get("id"))
-                except (OSError, self.rbd.OSError) as e:
-                    if e.errno == errno.EPERM:
-                        LOG.debug("%s has not expired yet on backend '%s'",
-                                  vol.get("name"), self._backend_name)
-                    else:
-                        LOG.exception("Error deleting %s from trash backend '%s'",
-                                      vol.get("name"), self._backend_name)
-                except Exception:
-                    LOG.exception("Error deleting %s from trash backend '%s'",
-                                  vol.get("name"), self._backend_name)
-                else:
-                    LOG.info("Deleted %s from trash for backend '%s'",
-                             vol.get("name"), self._backend_name)
+        """The periodic task. Never raises: the loop that runs it lives as long as the
+        service, and a failed run (Ceph or Glance away) is retried by the next one."""
+        if not self._clone_on:
+            return super()._trash_purge()
+        try:
+            self.purge()
+        except Exception:
+            LOG.exception("Purge of backend '%s' failed; the next run retries",
+                          self._backend_name)
 
     def _start_periodic_tasks(self):
-        super()._start_periodic_tasks()
-        if not self.configuration.enable_deferred_deletion:
-            # upstream runs no purge then; ours still removes the volumes we trashed
-            self._purge_task = loopingcall.FixedIntervalLoopingCall(self._purge_quietly)
-            self._purge_task.start(
-                interval=self.configuration.deferred_deletion_purge_interval)
-
-    def _purge_quietly(self):
-        try:
-            self.purge_trashed_parents()
-        except Exception:  # the next run retries; a periodic task must not die
-            LOG.exception("Purging volumes trashed for clone-uploaded images failed")
+        if not self._clone_on:
+            return super()._start_periodic_tasks()
+        # one loop, whether or not deferred deletion is on: volumes we trashed for their
+        # images are purged either way; an error in one tick never ends it
+        self._purge_task = loopingcall.FixedIntervalLoopingCall(self._trash_purge)
+        self._purge_task.start(interval=self.configuration.deferred_deletion_purge_interval,
+                               stop_on_exception=False)

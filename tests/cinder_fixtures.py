@@ -21,6 +21,7 @@ import pytest
 import rados
 import rbd
 
+from cinder_ext import clone
 from cinder_ext import opts
 from cinder_ext.glance import Glance
 from cinder_ext.upload import upload_volume
@@ -48,6 +49,28 @@ class CinderEnv:
         self.admin.connect(timeout=30)
         self.io = {p: self.admin.open_ioctx(p) for p in (cluster.cinder_pool, cluster.glance_pool)}
         self.vpool, self.ipool = cluster.cinder_pool, cluster.glance_pool
+
+    def wait_for_leases_to_end(self, *names, timeout=None):
+        """Wait until no client watches the lock objects of `names` (image ids, volume
+        names; none: every lock object) in either pool: a killed holder keeps its lease (its watch, the lock's
+        liveness) until the OSD drops it, osd_client_watch_timeout after its last ping,
+        as librbd's lock owners do. What a caller finds before then is an upload in
+        progress. Returns the seconds waited."""
+        t0 = time.monotonic()
+        deadline = t0 + (timeout or self.cluster.watch_timeout + 15)
+        if names:
+            objects = [(pool, clone.lock_object(n)) for n in names for pool in (self.vpool, self.ipool)]
+        else:  # every lock object of both pools
+            objects = [(pool, o.key) for pool in (self.vpool, self.ipool)
+                       for o in self.io[pool].list_objects() if o.key.startswith(clone.LOCK_PREFIX)]
+        while True:
+            watched = [f"{pool}/{obj}" for pool, obj in objects
+                       if self.cluster.admin("rados", "-p", pool, "listwatchers", obj,
+                                             check=False).strip()]
+            if not watched:
+                return time.monotonic() - t0
+            assert time.monotonic() < deadline, f"leases never ended: {watched}"
+            time.sleep(0.5)
 
     # -- configuration ------------------------------------------------------------------
     def conf(self, enable=True, ceph_conf=None, user=None, glance_url=None,
@@ -127,8 +150,11 @@ request_timeout = 60
     def cli(self, *args, env=None, timeout=300):
         e = dict(os.environ)
         e.update(env or {})
-        return subprocess.run([sys.executable, "-m", "cinder_ext.cli", *args],
+        proc = subprocess.run([sys.executable, "-m", "cinder_ext.cli", *args],
                               capture_output=True, text=True, env=e, timeout=timeout)
+        if proc.returncode == -9:  # killed: what comes next finds it dead once its leases end
+            self.wait_for_leases_to_end()
+        return proc
 
     # -- Ceph users -----------------------------------------------------------------------------
     def ceph_user(self, name, osd_caps, mon_caps="profile rbd"):

@@ -32,6 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS_DIR = os.environ.get("PEERS_DIR", os.path.join(ROOT, ".peers"))
 SETUP = os.path.join(ROOT, "tools", "peers", "setup-cinder-peer")
 RUNNER = os.path.join(ROOT, "tests", "cinder_peer_run.py")
+DAY2_RUNNER = os.path.join(ROOT, "tests", "cinder_peer_day2.py")
 BACKEND = "ceph"
 THIN = "ceph.rbd_thin_provisioning=true"
 
@@ -41,16 +42,22 @@ def _last_line(text, default):
     return lines[-1] if lines else default
 
 
+def cinder_peer(version):
+    """The python of a Cinder release's venv, built by tools/peers/setup-cinder-peer
+    (idempotent). A failed build fails the test, never skips it."""
+    try:
+        proc = subprocess.run([SETUP, version], capture_output=True, text=True, timeout=1800)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"tools/peers/setup-cinder-peer {version} took over 1800 s", pytrace=False)
+    if proc.returncode != 0:
+        pytest.fail(f"Cinder {version} venv could not be built: "
+                    f"{_last_line(proc.stderr, f'exit {proc.returncode}')}", pytrace=False)
+    return os.path.join(PEERS_DIR, f"cinder{version.split('.')[0]}", "bin", "python")
+
+
 @pytest.fixture(scope="session")
 def cinder29():
-    try:
-        proc = subprocess.run([SETUP], capture_output=True, text=True, timeout=1800)
-    except subprocess.TimeoutExpired:
-        pytest.fail("tools/peers/setup-cinder-peer took over 1800 s", pytrace=False)
-    if proc.returncode != 0:
-        pytest.fail(f"cinder29 venv could not be built: "
-                    f"{_last_line(proc.stderr, f'exit {proc.returncode}')}", pytrace=False)
-    return os.path.join(PEERS_DIR, "cinder29", "bin", "python")
+    return cinder_peer("29.0.0")
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +113,8 @@ def run_cinder(cinder29, ceph_cluster, tmp_path):
     counter = iter(range(100))
 
     def run(glance_url, enable_clone_optimization, size_gb=1, mode="upload", extra_conf="",
-            delete_order="volume-first", delete_with="driver", purge_timeout=60):
+            delete_order="volume-first", delete_with="driver", purge_timeout=60,
+            runner=RUNNER, spec_extra=None, cinder=None):
         state = tmp_path / f"cinder-{next(counter)}"
         (state / "locks").mkdir(parents=True)
         conf_text = cinder_conf(ceph_cluster, glance_url, str(state), enable_clone_optimization)
@@ -118,11 +126,12 @@ def run_cinder(cinder29, ceph_cluster, tmp_path):
                 "cinder_pool": ceph_cluster.cinder_pool, "glance_pool": ceph_cluster.glance_pool,
                 "traceback_file": str(state / "traceback.txt"), "mode": mode,
                 "delete_order": delete_order, "delete_with": delete_with,
-                "purge_timeout": purge_timeout}
+                "purge_timeout": purge_timeout, **(spec_extra or {})}
         (state / "spec.json").write_text(json.dumps(spec))
         env = dict(os.environ, PYTHONWARNINGS="ignore")
         try:
-            proc = subprocess.run([cinder29, RUNNER, str(state / "spec.json")], capture_output=True,
+            proc = subprocess.run([cinder or cinder29, runner, str(state / "spec.json")],
+                                  capture_output=True,
                                   text=True, timeout=900, cwd=str(state), env=env)
         except subprocess.TimeoutExpired:
             pytest.fail(f"the Cinder run did not finish in 900 s (state in {state})", pytrace=False)

@@ -26,13 +26,18 @@ import time
 MiB = 1 << 20
 
 
-def main(spec_path, cleanup):
+def boot(spec):
+    """Cinder as cinder-volume starts: eventlet (unless disabled), objects, a real
+    cinder.conf, a synced database, the backend's Configuration and its driver class
+    (SPEC["driver_class"] overrides volume_driver). Returns (conf, config, driver, ctx)."""
     # as cinder/cmd/volume.py starts: eventlet unless OS_CINDER_DISABLE_EVENTLET_PATCHING
-    from cinder import monkey_patch
-    monkey_patch.patch()
-
-    with open(spec_path) as f:
-        spec = json.load(f)
+    # (Cinder 29); Cinder 26-28 always monkey-patch
+    try:
+        from cinder import monkey_patch
+        monkey_patch.patch()
+    except ImportError:
+        import eventlet
+        eventlet.monkey_patch()
 
     from oslo_config import cfg
     from oslo_log import log as logging
@@ -43,9 +48,7 @@ def main(spec_path, cleanup):
     from cinder import context as cinder_context
     from cinder.volume import manager
     from cinder.db import migration
-    from cinder.image import glance as cinder_glance
     from cinder.volume import configuration
-    from cinder.volume.drivers import rbd as upstream_rbd
 
     conf = cfg.CONF
     logging.register_options(conf)
@@ -60,14 +63,31 @@ def main(spec_path, cleanup):
     # volume through it); OpenStack hosts have it in /etc/ceph, which tests must not touch
     config.rbd_keyring_conf = spec["keyring"]
     from cinder import db
-    driver = importutils.import_object(config.volume_driver, configuration=config, db=db,
+    driver = importutils.import_object(spec.get("driver_class") or config.volume_driver,
+                                       configuration=config, db=db,
                                        host=f"cinder-test@{backend}")
     ctx = cinder_context.RequestContext(user_id="cinder-test", project_id=spec["project_id"],
                                         is_admin=True)
-    from cinder import utils as cinder_utils
+    return conf, config, driver, ctx
+
+
+def on_eventlet():
+    try:
+        from eventlet import patcher
+    except ImportError:
+        return False
+    return patcher.is_monkey_patched("thread")
+
+
+def main(spec, cleanup):
+    conf, config, driver, ctx = boot(spec)
+    from cinder import objects
+    from cinder.image import glance as cinder_glance
+    from cinder.volume.drivers import rbd as upstream_rbd
+    backend = spec["backend"]
     out = {"driver_class": f"{type(driver).__module__}.{type(driver).__name__}",
            "enable_clone_optimization": config.enable_clone_optimization,
-           "eventlet": not cinder_utils.concurrency_mode_threading()}
+           "eventlet": on_eventlet()}
     if spec.get("mode") == "options":
         return dict(out, clone_active_timeout=config.clone_active_timeout,
                     driver_options=sorted(o.name for o in driver.get_driver_options()),
@@ -149,8 +169,14 @@ def main(spec_path, cleanup):
 
     out["volumes_before_delete"] = pool_state(driver, spec["cinder_pool"], ours)
     t0 = time.monotonic()
-    if spec.get("delete_with") == "upstream":  # upstream RBDDriver's own delete_volume
-        upstream_rbd.RBDDriver.delete_volume(driver, volume)
+    if spec.get("delete_with") == "upstream":  # upstream's RBDDriver, a driver of its own
+        from cinder import db
+        from oslo_utils import importutils
+        upstream = importutils.import_object("cinder.volume.drivers.rbd.RBDDriver",
+                                             configuration=config, db=db,
+                                             host=f"cinder-test@{backend}")
+        upstream.do_setup(ctx)
+        upstream.delete_volume(volume)
     else:
         driver.delete_volume(volume)
     out["delete_seconds"] = time.monotonic() - t0
@@ -281,19 +307,34 @@ def pool_state(driver, pool, names):
     return {"images": images, "trash": trash}
 
 
-if __name__ == "__main__":
-    cleanup = []  # on failure, what this run created goes, so later tests see clean pools
+def run_script(name, run, spec_path, always_clean=False):
+    """A runner's main: run(spec, cleanup) -> its JSON on stdout. On failure one line on
+    stderr (the test's failure message), the traceback in SPEC["traceback_file"], and
+    what the run created is undone (always_clean: on success too), so that later tests
+    see clean pools."""
+    with open(spec_path) as f:
+        spec = json.load(f)
+    cleanup = []
     try:
-        result = main(sys.argv[1], cleanup)
-    except Exception as e:  # one line for the test's failure message; the rest in a file
+        result = run(spec, cleanup)
+    except Exception as e:
         import traceback
-        with open(json.load(open(sys.argv[1]))["traceback_file"], "w") as f:
+        with open(spec["traceback_file"], "w") as f:
             traceback.print_exc(file=f)
             for undo in reversed(cleanup):
                 try:
                     undo()
                 except Exception:
                     traceback.print_exc(file=f)
-        print(f"cinder_peer_run: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
+        print(f"{name}: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
         sys.exit(1)
+    for undo in reversed(cleanup) if always_clean else ():
+        try:
+            undo()
+        except Exception:  # already gone with the run's own deletes
+            pass
     print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    run_script("cinder_peer_run", main, sys.argv[1])

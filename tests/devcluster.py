@@ -45,16 +45,18 @@ class DevCluster:
     cinder_pool = property(lambda self: self.state["pools"]["volumes"])
     glance_user = property(lambda self: self.state["users"]["glance"])
     cinder_user = property(lambda self: self.state["users"]["cinder"])
+    # osd_client_watch_timeout: how long a killed lock holder keeps its lease
+    watch_timeout = property(lambda self: self.state.get("watch_timeout", 30))
 
     def client(self, role):
         """conf and keyring paths for 'glance' or 'cinder'."""
         return self.state["clients"][self.state["users"][role]]
 
-    def admin(self, *args, timeout=60):
+    def admin(self, *args, timeout=60, check=True):
         """Run a ceph/rbd/rados command as client.admin; returns stdout."""
         tool, rest = args[0], args[1:]
         return subprocess.run([tool, "--conf", self.conf, "--keyring", self.admin_keyring, *rest],
-                              check=True, capture_output=True, text=True, timeout=timeout).stdout
+                              check=check, capture_output=True, text=True, timeout=timeout).stdout
 
     def rbd_ls(self, pool):
         """Images, snapshots (every namespace) and trash entries of a pool."""

@@ -75,6 +75,15 @@ class Recorder:
             self.pool_checks += 1
             self.leaks += bool(leaked)
 
+    def as_dict(self):
+        return {k: v for k, v in vars(self).items() if k != "lock"}
+
+    def merge(self, other):
+        """Add another process's figures (an xdist worker's) to these."""
+        with self.lock:
+            for k, v in other.items():
+                setattr(self, k, getattr(self, k) + v)
+
     def anything(self):
         return any((self.steps_crashed, self.faults_injected, self.requests_sent, self.fuzz_cases,
                     self.pool_checks, self.uploads_run))
@@ -102,6 +111,17 @@ def pytest_runtest_makereport(item, call):
         # cinder_env's teardown asserts both pools are back to their baseline
         leaked = report.failed and "pool_state() == env.baseline" in str(report.longrepr)
         RECORDER.pool_check(leaked)
+
+
+def pytest_sessionfinish(session):
+    # an xdist worker hands its figures to the controller, which prints the summary
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["reliability"] = RECORDER.as_dict()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    RECORDER.merge(getattr(node, "workeroutput", {}).get("reliability", {}))
 
 
 def pytest_terminal_summary(terminalreporter):

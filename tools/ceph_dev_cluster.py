@@ -145,7 +145,7 @@ class Cluster:
                     "--connect-timeout", "10", *args], timeout=timeout, check=check)
 
     # -- start --
-    def start(self, mon_port, backend, osd_size, pools, users):
+    def start(self, mon_port, backend, osd_size, pools, users, watch_timeout=30):
         if os.path.isdir(self.dir) and os.listdir(self.dir):
             raise ClusterError(f"directory not empty: {self.dir}")
         if mon_port and not port_is_free(mon_port):
@@ -158,8 +158,9 @@ class Cluster:
             os.makedirs(self.path(sub), exist_ok=True)
         state = {"dir": self.dir, "fsid": fsid, "mon_port": port, "mon_addr": f"127.0.0.1:{port}",
                  "osd_backend": backend, "osd_size": osd_size, "pools": pools, "users": users,
-                 "conf": self.conf, "admin_keyring": self.admin_keyring, "clients": {}}
-        self._write_conf(fsid, port, backend, osd_size)
+                 "conf": self.conf, "admin_keyring": self.admin_keyring, "clients": {},
+                 "watch_timeout": watch_timeout}
+        self._write_conf(fsid, port, backend, osd_size, watch_timeout)
         try:
             self._start_mon(fsid, port)
             self._start_osd(backend)
@@ -184,7 +185,7 @@ class Cluster:
             path = os.path.join(self.dir, name)
             shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
 
-    def _write_conf(self, fsid, port, backend, osd_size):
+    def _write_conf(self, fsid, port, backend, osd_size, watch_timeout=30):
         osd_store = {
             "memstore": f"osd objectstore = memstore\nmemstore device bytes = {osd_size}\n",
             "bluestore": ("osd objectstore = bluestore\nbluestore block create = true\n"
@@ -223,6 +224,8 @@ mon max pg per osd = 1000
 mon osd full ratio = 0.97
 mon osd backfillfull ratio = 0.95
 mon osd nearfull ratio = 0.93
+# how long the OSDs keep a silent client's watch (a lock holder's lease)
+osd client watch timeout = {watch_timeout}
 
 [client]
 keyring = {self.admin_keyring}
@@ -427,6 +430,9 @@ def main(argv=None):
     start.add_argument("--cinder-pool", default="volumes")
     start.add_argument("--glance-user", default="glance")
     start.add_argument("--cinder-user", default="cinder")
+    start.add_argument("--watch-timeout", type=int, default=30,
+                       help="osd_client_watch_timeout: seconds the OSDs keep a silent client's "
+                            "watch (Ceph's default 30)")
     for name, text in (("stop", "stop every daemon of the cluster in DIR"),
                        ("status", "print the cluster's health, daemons, pools and users as JSON"),
                        ("env", "print shell exports for the cluster in DIR")):
@@ -449,12 +455,15 @@ def main(argv=None):
                 raise ClusterError(f"--mon-port: out of range: {args.mon_port}")
             if args.glance_pool == args.cinder_pool:
                 raise ClusterError("--glance-pool and --cinder-pool must differ")
+            if args.watch_timeout < 1:
+                raise ClusterError(f"--watch-timeout: at least 1 second, not {args.watch_timeout}")
             if args.glance_user == args.cinder_user:
                 raise ClusterError("--glance-user and --cinder-user must differ")
             t0 = time.monotonic()
             state = cluster.start(args.mon_port, args.osd_backend, parse_size(args.osd_size),
                                   {"images": args.glance_pool, "volumes": args.cinder_pool},
-                                  {"glance": args.glance_user, "cinder": args.cinder_user})
+                                  {"glance": args.glance_user, "cinder": args.cinder_user},
+                                  args.watch_timeout)
             print(f"ceph dev cluster {state['fsid']} ready on {state['mon_addr']} "
                   f"in {time.monotonic() - t0:.1f}s ({cluster.dir})")
         elif args.command == "stop":

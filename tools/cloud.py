@@ -57,6 +57,7 @@ VENVS = {"keystone": os.path.join(PEERS_DIR, "keystone30"), "glance": os.path.jo
          "project": os.path.join(ROOT, ".venv")}
 STATE = "cloud.json"
 REGION = "RegionOne"
+PURGE_INTERVAL = 10  # seconds: deferred_deletion_purge_interval of the cloud's backend
 RABBIT_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
 
@@ -460,15 +461,18 @@ class Cloud:
                         "rpc_response_timeout": 120,
                         # room for the tests and Tempest (defaults: 10 volumes, 1000 GB)
                         "quota_volumes": 200, "quota_snapshots": 200, "quota_gigabytes": 2000,
-                        "quota_backups": 50},
+                        "quota_backups": 50,
+                        # without it cinder-api ignores list filters by name and status
+                        "resource_query_filters_file": os.path.join(
+                            VENVS["cinder"], "etc", "cinder", "resource_filters.json")},
             "database": {"connection": self.db_url("cinder")},
             "oslo_concurrency": {"lock_path": os.path.join(c, "locks")},
             "oslo_messaging_rabbit": {"heartbeat_timeout_threshold": 60},
             "keystone_authtoken": dict(auth, www_authenticate_uri=ks["url"], service_token_roles_required="true",
                                        service_token_roles="service"),
-            # Cinder's own Glance access: the catalog's image endpoint (the front door)
-            "glance": dict(auth, region_name=ks["region"], valid_interfaces="public",
-                           api_servers=self.state["image_url"]),
+            # Cinder's own Glance access: glance_api_servers unset, Cinder's default, so
+            # the catalog's image endpoint (the front door) is found through Keystone
+            "glance": dict(auth, region_name=ks["region"], valid_interfaces="public"),
             # the user's token plus this service token on calls to Glance (and Nova)
             "service_user": dict(auth, send_service_user_token="true"),
             "nova": dict(auth, region_name=ks["region"]),
@@ -482,7 +486,9 @@ class Cloud:
                      "rbd_pool": "volumes", "rbd_user": ceph["CEPH_CINDER_USER"],
                      "rbd_ceph_conf": ceph["CEPH_CINDER_CONF"], "rbd_flatten_volume_from_snapshot": "false",
                      "enable_clone_optimization": "true", "image_upload_use_cinder_backend": "false",
-                     "report_discard_supported": "true"},
+                     "report_discard_supported": "true",
+                     # the driver's periodic purge every 10 s (default 60): a test waits two
+                     "deferred_deletion_purge_interval": PURGE_INTERVAL},
         }
 
     def _cinder(self, timeout):

@@ -180,6 +180,20 @@ class Cloud:
                         self.env["CEPH_CINDER_USER"], volume_id], input=data, check=True,
                        env={"PATH": "/usr/bin:/bin", "HOME": os.path.join(self.dir, "home")}, cwd=self.dir)
 
+    def rbd_names(self):
+        """{pool: sorted names of its images and trash entries}, as Ceph's admin sees them."""
+        out = {}
+        for pool in ("volumes", "images"):
+            names = []
+            for args in (["ls"], ["trash", "ls", "--all"]):
+                proc = subprocess.run(["rbd", "--conf", self.env["CEPH_CONF"], "-p", pool, *args,
+                                       "--format", "json"], capture_output=True, text=True,
+                                      check=True, cwd=self.dir)
+                listed = json.loads(proc.stdout or "[]")
+                names += [e["name"] if isinstance(e, dict) else e for e in listed]
+            out[pool] = sorted(names)
+        return out
+
     def image_bytes(self, image_id, user="member"):
         """The image's bytes as Glance serves them (`openstack image save`)."""
         with tempfile.NamedTemporaryFile(dir=self.dir) as f:

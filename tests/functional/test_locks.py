@@ -46,9 +46,34 @@ lock.__enter__()
 print(json.dumps({"gid": c.instance_id, "addr": c.client.get_addrs(), "pid": __import__("os").getpid()}),
       flush=True)
 sys.stdin.read()  # hold until stdin closes
+# its own operation, under the lock it believes it holds: what a fenced holder must fail
+try:
+    c.create_object(pool, "rbd_clone_lock_test.after-hold")
+    print("operated", flush=True)
+except Exception as e:
+    print(f"refused: {type(e).__name__}: {e}", flush=True)
 lock.__exit__()
 c.close()
 print("released", flush=True)
+"""
+
+# takes and releases the lock as fast as it can, `cycles` times: its release races takers
+CYCLER = r"""
+import json, sys
+from cinder_ext.ceph import Cluster
+from cinder_ext import clone
+conf, user, pool, what, cycles = sys.argv[1:6]
+c = Cluster(conf, user).connect()
+print(json.dumps({"gid": c.instance_id, "addr": c.client.get_addrs()}), flush=True)
+taken = 0
+for _ in range(int(cycles)):
+    try:
+        with clone.VolumeLock(c, pool, what, shared=False, wait=30):
+            taken += 1
+    except clone.VolumeLocked:
+        pass
+c.close()
+print(json.dumps({"taken": taken}), flush=True)
 """
 
 
@@ -114,8 +139,20 @@ class Holder:
     def release(self):
         self.proc.stdin.close()
         out = self.proc.stdout.read()
-        assert self.proc.wait(timeout=30) == 0, self.proc.stderr.read()
+        assert self.proc.wait(timeout=60) == 0, self.proc.stderr.read()
         assert "released" in out
+        return out
+
+    def signal(self, sig):
+        os.killpg(self.proc.pid, sig)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:  # a failed test's holder: never left running
+            os.killpg(self.proc.pid, signal.SIGCONT)
+            self.kill()
 
     def kill(self):
         # unshare --fork: the holder is unshare's child; its process group takes both
@@ -232,7 +269,7 @@ def test_a_holder_in_another_pid_namespace_is_alive(ceph_cluster, cinder, admin,
     holder = Holder(ceph_cluster, tmp_path, pool, kind, what, prefix=prefix)
     assert holder.info["pid"] == 1  # the namespace's init: on this host's /proc, another process
     try:
-        deadline = time.monotonic() + clone.WATCH_TIMEOUT + 5
+        deadline = time.monotonic() + ceph_cluster.watch_timeout + 5
         probes = 0
         while True:
             if kind == "image":
@@ -257,8 +294,8 @@ def test_a_holder_in_another_pid_namespace_is_alive(ceph_cluster, cinder, admin,
 @pytest.mark.parametrize("where", ["same-namespace", "pid-namespace"])
 def test_a_killed_holder_stops_blocking_within_the_lease(ceph_cluster, cinder, admin,
                                                          tmp_path, where):
-    """SIGKILLed while holding: its watch answers nothing; it is blocklisted and its lock
-    broken within NOTIFY_TIMEOUT, not after an hour."""
+    """SIGKILLed while holding: once the OSD drops its watch (osd_client_watch_timeout
+    after its last ping) it is blocklisted and its lock broken, not after an hour."""
     prefix = _pidns_prefix() if where == "pid-namespace" else ()
     pool = ceph_cluster.cinder_pool
     what = f"volume-killed-{where}-{os.getpid()}"
@@ -275,7 +312,7 @@ def test_a_killed_holder_stops_blocking_within_the_lease(ceph_cluster, cinder, a
     finally:
         lock.__exit__()
     print(f"a killed holder ({where}) stopped blocking after {took:.2f} s")
-    assert took < clone.NOTIFY_TIMEOUT + 5, took
+    assert took < ceph_cluster.watch_timeout + 10, took
     assert clone.lock_object(what) not in _lock_objects(admin[pool])
 
 
@@ -289,6 +326,12 @@ def test_reap_removes_what_dead_holders_left_and_only_that(ceph_cluster, cinder,
     live = Holder(ceph_cluster, tmp_path, pool, "image", f"reap-live-{os.getpid()}")
     try:
         dead.kill()
+        # dead for Ceph once the OSD drops its watch (osd_client_watch_timeout)
+        dead_obj = clone.lock_object(f"reap-dead-{os.getpid()}")
+        deadline = time.monotonic() + ceph_cluster.watch_timeout + 15
+        while dead.info["gid"] in cinder.list_watchers(pool, dead_obj):
+            assert time.monotonic() < deadline, "the OSD kept a killed client's watch"
+            time.sleep(0.5)
         assert _lock_objects(admin[pool]) == sorted(
             [clone.lock_object(f"reap-dead-{os.getpid()}"), clone.lock_object(f"reap-live-{os.getpid()}")])
         removed = clone.reap_lock_objects(cinder, pool)
@@ -299,3 +342,90 @@ def test_reap_removes_what_dead_holders_left_and_only_that(ceph_cluster, cinder,
     finally:
         live.release()
     assert clone.lock_object(f"reap-live-{os.getpid()}") not in _lock_objects(admin[pool])
+
+
+def _blocklist(ceph_cluster):
+    return ceph_cluster.admin("ceph", "osd", "blocklist", "ls")
+
+
+def _addr(info):
+    return info["addr"].split("/")[-1]
+
+
+def test_a_paused_holder_within_its_lease_keeps_its_lock(ceph_cluster, cinder, admin, tmp_path):
+    """SIGSTOP (a VM pause, CPU starvation) shorter than the OSD's watch timeout: the
+    holder answers nothing, but the OSD keeps its watch, so it is alive: a delete that
+    wants the volume meanwhile is refused (VolumeLocked), nothing is blocklisted, and the
+    resumed holder operates and releases as usual."""
+    pool = ceph_cluster.cinder_pool
+    what = f"volume-paused-{os.getpid()}"
+    with Holder(ceph_cluster, tmp_path, pool, "shared", what) as holder:
+        _paused_within_lease(ceph_cluster, cinder, admin, pool, what, holder)
+
+
+def _paused_within_lease(ceph_cluster, cinder, admin, pool, what, holder):
+    holder.signal(signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        # one look, well inside the lease
+        with pytest.raises(clone.VolumeLocked, match="in progress"):
+            clone.VolumeLock(cinder, pool, what, shared=False, wait=0).__enter__()
+        assert time.monotonic() - t0 < ceph_cluster.watch_timeout, "the test overran the lease"
+        (h,) = _holders(admin[pool], clone.lock_object(what))
+        assert h["gid"] == holder.info["gid"]
+        assert _addr(holder.info) not in _blocklist(ceph_cluster)
+    finally:
+        holder.signal(signal.SIGCONT)
+    out = holder.release()
+    assert "operated" in out, out
+
+
+def test_a_holder_paused_past_its_lease_is_fenced_and_fails_its_own_operation(
+        ceph_cluster, cinder, admin, tmp_path):
+    """SIGSTOP longer than the watch timeout: the OSD drops the watch, the next taker
+    blocklists the holder and breaks its lock; resumed, the holder's own operation is
+    refused by the OSDs (a clean error, not a write behind the new holder's back)."""
+    pool = ceph_cluster.cinder_pool
+    what = f"volume-paused-long-{os.getpid()}"
+    with Holder(ceph_cluster, tmp_path, pool, "shared", what) as holder:
+        _paused_past_lease(ceph_cluster, cinder, admin, pool, what, holder)
+
+
+def _paused_past_lease(ceph_cluster, cinder, admin, pool, what, holder):
+    holder.signal(signal.SIGSTOP)
+    try:
+        lock = clone.VolumeLock(cinder, pool, what, shared=False,
+                                wait=ceph_cluster.watch_timeout * 3).__enter__()
+        try:
+            (h,) = _holders(admin[pool], clone.lock_object(what))
+            assert h["gid"] == cinder.instance_id
+            assert _addr(holder.info) in _blocklist(ceph_cluster)
+        finally:
+            lock.__exit__()
+    finally:
+        holder.signal(signal.SIGCONT)
+    out = holder.release()
+    assert "refused:" in out and "operated" not in out, out
+
+
+def test_a_holder_racing_its_own_release_is_never_blocklisted(ceph_cluster, cinder, tmp_path):
+    """Two processes take and release one exclusive lock as fast as they can: every
+    release races the other's look at the holders (lock_info, watchers, lock_info again).
+    Neither is ever judged dead."""
+    pool = ceph_cluster.cinder_pool
+    what = f"volume-race-{os.getpid()}"
+    script = tmp_path / "cycler.py"
+    script.write_text(CYCLER)
+    client = ceph_cluster.client("cinder")
+    procs = [subprocess.Popen([sys.executable, str(script), client["conf"], ceph_cluster.cinder_user,
+                               pool, what, "150"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    infos = [json.loads(p.stdout.readline()) for p in procs]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    blocklist = _blocklist(ceph_cluster)
+    assert all(_addr(i) not in blocklist for i in infos), blocklist
+    assert sum(r["taken"] for r in results) >= 150, results

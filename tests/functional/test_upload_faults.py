@@ -377,7 +377,8 @@ def own_cluster(tmp_path_factory, glance_peers):
     """A cluster of this module's own (file-backed OSD: it keeps its data over a restart)
     and an upstream Glance 33 on it."""
     base = tmp_path_factory.mktemp("faults")
-    cluster = DevCluster.start(str(base / "cluster"), "--osd-backend", "bluestore", "--osd-size", "3G")
+    cluster = DevCluster.start(str(base / "cluster"), "--osd-backend", "bluestore", "--osd-size", "3G",
+                               "--watch-timeout", "10")
     try:
         # Glance's own Ceph connections bounded too, so that it fails rather than hangs
         peer = GlancePeer.start(str(base / "glance"), cluster.dir,
@@ -445,6 +446,10 @@ def test_ceph_daemon_killed_mid_clone_then_retry_finishes(own_cluster, tmp_path,
         copied = code == 0 and json.loads(out)["method"] == "copy"
         retry_ok = True
         if not copied:
+            # the failed upload could not release its locks with the daemon down: its
+            # lease (its watch) ends osd_client_watch_timeout later; until then a retry
+            # finds an upload in progress, as with any paused holder
+            env.wait_for_leases_to_end(vol, image_id)
             retry = env.cli("--config-file", conf, "upload", vol, image_id)
             retry_ok = retry.returncode == 0
         reliability.fault(f"{daemon} killed at {at} (real)", bounded and (failed_clearly or copied)

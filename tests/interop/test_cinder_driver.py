@@ -67,7 +67,7 @@ def test_clone_when_eligible_and_delete_volume_keeps_the_image(run_cinder, cinde
     assert len(run.log_lines("moved to the RBD trash")) == 1
 
     # once Glance deletes the image, the periodic purge removes the volume: both pools empty
-    assert len(run.log_lines("from the trash: no image depends on it any more")) == 1
+    assert len(run.log_lines(f"Purged {ceph_cluster.cinder_pool}/{volume}: nothing depends")) == 1
     assert _clean(r["volumes_after_purge"]), r["volumes_after_purge"]
     assert _clean(r["images_after_purge"]), r["images_after_purge"]
 
@@ -96,9 +96,9 @@ def test_option_off_runs_upstreams_copy(run_cinder, cinder_glance):
     assert r["image_sha256"] == r["volume_sha256"]
     assert r["image_sha256_after_volume_write"] == r["volume_sha256"]
     assert r["image_checksum"] == r["volume_md5"]  # computed by Glance on the way in
-    lines = run.log_lines("method=copy (upstream)")
-    assert len(lines) == 1 and "reason=optimization-disabled" in lines[0]
-    assert not run.log_lines("method=clone")
+    # off means upstream: upstream's copy_volume_to_image alone, nothing of ours decides
+    # or logs (tests/interop/test_cinder_driver_day2.py counts the calls)
+    assert not run.log_lines("method=")
 
     # upstream's delete: the volume is gone, nothing in the trash
     assert r["volumes_before_delete"]["images"][r["volume"]] == []

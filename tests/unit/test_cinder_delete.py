@@ -182,3 +182,28 @@ def test_trash_entries_are_read_as_librbd_writes_them(source, name):
     assert entry["deletion_time"] == datetime.datetime(2026, 11, 27, 14, 20, 2)
     assert delete.is_user_trash(entry) is (name == "USER")
     assert ceph._decode_trash_spec("x", b"\x02\x01") is None
+
+
+class _Listing:
+    """A pool listing (the batching under test, not Ceph's behaviour)."""
+
+    def __init__(self, names):
+        self.names = names
+
+    def list_images(self, pool):
+        return list(self.names)
+
+
+def test_a_bounded_volume_scan_covers_every_volume_in_turn():
+    names = [f"volume-{i:03d}" for i in range(10)] + ["volume-x.deleted"]
+    seen, after = [], None
+    for _ in range(4):  # 10 volumes, 3 a run: four runs cover all, wrapping around
+        run = delete._Purge(_Listing(names), "volumes", (), False, True, None, False,
+                            None, scan_limit=3, scan_after=after)
+        batch = run._volumes_to_scan()
+        assert len(batch) == 3 and "volume-x.deleted" not in batch
+        seen += batch
+        after = run.scan_next
+    assert set(seen) == {n for n in names if not n.endswith(".deleted")}
+    whole = delete._Purge(_Listing(names), "volumes", (), False, True, None, False, None)
+    assert len(whole._volumes_to_scan()) == 10  # no limit: every volume, every run

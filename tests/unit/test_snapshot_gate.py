@@ -1,85 +1,144 @@
 """cinder_ext.snapshot_gate: uploads of one process ask for their snapshots together; a
-lone upload never waits, a straggler costs the others MAX_WAIT at most, an upload that
-leaves (a copy, a failure) lets the others through. Real threads, real clocks."""
+lone upload never waits, a straggler costs the others max_wait at most, an upload that
+leaves (a copy, a failure) lets the others through.
+
+Real threads, no clock: each upload says when it arrives, waits or returns in one
+shared log, and the tests assert the order of those events (an upload released before
+another arrived was not held for it), with events instead of sleeps to say when an
+upload moves on. max_wait is generous except where the deadline is the subject, so a
+loaded machine cannot make a test pass or fail. With the gate disabled (arrive() returning
+at once) every test but the lone upload's fails.
+"""
 
 import threading
-import time
-
-import pytest
 
 from cinder_ext.snapshot_gate import SnapshotGate
 
-
-def _upload(gate, started, arrive_after, out, key, leave_instead=False, fail=False):
-    try:
-        with gate.on_the_way() as ticket:
-            started.wait()  # a burst: every upload on its way before any arrives
-            time.sleep(arrive_after)  # fetching, locking ...
-            if fail:
-                raise RuntimeError("fetch failed")
-            if leave_instead:
-                ticket.leave()
-                out[key] = ("left", time.monotonic())
-                time.sleep(0.5)  # the copy goes on: nobody waits for it
-                return
-            waited = ticket.arrive()
-            out[key] = (waited, time.monotonic())
-    except RuntimeError:
-        out[key] = ("failed", time.monotonic())
+GENEROUS = 60.0  # seconds: never reached unless the gate is broken
 
 
-def _together(gate, *specs):
-    out = {}
-    started = threading.Barrier(len(specs))
-    threads = [threading.Thread(target=_upload, args=(gate, started, after, out, i), kwargs=kw)
-               for i, (after, kw) in enumerate(specs)]
-    t0 = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    return t0, out
+class Burst:
+    """Uploads on their way through one gate, each released to arrive by an event."""
+
+    def __init__(self, gate, n):
+        self.gate, self.log, self.lock = gate, [], threading.Lock()
+        self.go = [threading.Event() for _ in range(n)]
+        self.waited = {}
+        self.on_the_way = threading.Barrier(n + 1)
+        self.threads = [threading.Thread(target=self._upload, args=(i,), daemon=True)
+                        for i in range(n)]
+        self.how = {}
+        for t in self.threads:
+            t.start()
+        self.on_the_way.wait(10)  # every upload counted before any arrives
+
+    def note(self, what):
+        with self.lock:
+            self.log.append(what)
+
+    def _upload(self, i):
+        try:
+            with self.gate.on_the_way() as ticket:
+                self.on_the_way.wait(10)
+                self.go[i].wait(GENEROUS)
+                how = self.how.get(i, "arrive")
+                if how == "fail":
+                    self.note(f"{i} failed")
+                    raise RuntimeError("fetch failed")
+                if how == "leave":
+                    self.note(f"{i} left")
+                    ticket.leave()
+                    return
+                self.note(f"{i} arrives")
+                self.waited[i] = ticket.arrive()
+                self.note(f"{i} released")
+        except RuntimeError:
+            pass
+
+    def release(self, i, how="arrive"):
+        self.how[i] = how
+        self.go[i].set()
+
+    def wait_for(self, entry, timeout=10):
+        deadline = threading.Event()
+        for _ in range(int(timeout / 0.01)):
+            with self.lock:
+                if entry in self.log:
+                    return True
+            deadline.wait(0.01)
+        return False
+
+    def join(self):
+        for t in self.threads:
+            t.join(GENEROUS)
+        assert not any(t.is_alive() for t in self.threads)
 
 
 def test_a_lone_upload_never_waits():
-    gate = SnapshotGate(max_wait=5)
-    t0, out = _together(gate, (0.0, {}))
-    waited, at = out[0]
-    assert waited == 0.0 and at - t0 < 0.1
+    burst = Burst(SnapshotGate(max_wait=GENEROUS), 1)
+    burst.release(0)
+    burst.join()
+    assert burst.waited[0] == 0.0
 
 
 def test_uploads_on_their_way_snapshot_together():
-    gate = SnapshotGate(max_wait=5)
-    t0, out = _together(gate, (0.0, {}), (0.15, {}), (0.3, {}))
-    released = [out[i][1] - t0 for i in range(3)]
-    # the first two waited for the last: all three asked at the same moment
-    assert max(released) - min(released) < 0.05, released
-    assert 0.28 < min(released) < 0.5, released
-    assert out[2][0] == 0.0 and out[0][0] > 0.25
+    burst = Burst(SnapshotGate(max_wait=GENEROUS), 3)
+    burst.release(0)
+    assert burst.wait_for("0 arrives")
+    burst.release(1)
+    assert burst.wait_for("1 arrives")
+    assert "0 released" not in burst.log and "1 released" not in burst.log  # held for 2
+    burst.release(2)
+    burst.join()
+    log = burst.log
+    # nobody was released before the last of them arrived; the last did not wait
+    assert log.index("2 arrives") < min(log.index(f"{i} released") for i in range(3)), log
+    assert burst.waited[2] == 0.0
 
 
 def test_a_straggler_costs_the_others_max_wait_at_most():
-    gate = SnapshotGate(max_wait=0.2)
-    t0, out = _together(gate, (0.0, {}), (0.05, {}), (1.0, {}))
-    first, second, straggler = (out[i][1] - t0 for i in range(3))
-    assert 0.18 < first < 0.35 and abs(first - second) < 0.05, (first, second)
-    # nobody else was on the way when it came: it went at once
-    assert out[2][0] == 0.0 and straggler > 0.95
+    burst = Burst(SnapshotGate(max_wait=0.2), 3)
+    burst.release(0)
+    burst.release(1)
+    # the straggler (2) has not arrived, and will not until they are through
+    assert burst.wait_for("0 released", timeout=30) and burst.wait_for("1 released", timeout=30)
+    assert "2 arrives" not in burst.log
+    # held until the group's deadline (max_wait from the first to arrive), not for 2
+    assert max(burst.waited[0], burst.waited[1]) >= 0.2, burst.waited
+    burst.release(2)
+    burst.join()
+    assert burst.waited[2] == 0.0  # nobody else on the way when it came: went at once
 
 
-@pytest.mark.parametrize("how", ["leave", "fail"])
-def test_an_upload_that_will_not_snapshot_lets_the_others_through(how):
-    gate = SnapshotGate(max_wait=5)
-    kw = {"leave_instead": True} if how == "leave" else {"fail": True}
-    t0, out = _together(gate, (0.0, {}), (0.2, kw))
-    assert out[1][0] == ("left" if how == "leave" else "failed")
-    assert abs(out[0][1] - out[1][1]) < 0.05 and out[0][1] - t0 < 0.4
+def test_an_upload_that_copies_lets_the_others_through():
+    _one_that_will_not_snapshot("leave")
+
+
+def test_an_upload_that_fails_lets_the_others_through():
+    _one_that_will_not_snapshot("fail")
+
+
+def _one_that_will_not_snapshot(how):
+    gate = SnapshotGate(max_wait=GENEROUS)
+    burst = Burst(gate, 2)
+    burst.release(0)
+    assert burst.wait_for("0 arrives")
+    assert not burst.wait_for("0 released", timeout=0.3)  # held for 1
+    burst.release(1, how)
+    burst.join()
+    log = burst.log
+    word = "left" if how == "leave" else "failed"
+    assert log.index(f"1 {word}") < log.index("0 released"), log
     assert gate._on_the_way == 0 and gate._deadline is None
 
 
 def test_groups_follow_each_other():
-    gate = SnapshotGate(max_wait=5)
+    gate = SnapshotGate(max_wait=GENEROUS)
     for _ in range(3):
-        t0, out = _together(gate, (0.0, {}), (0.1, {}))
-        assert abs(out[0][1] - out[1][1]) < 0.05
+        burst = Burst(gate, 2)
+        burst.release(0)
+        assert burst.wait_for("0 arrives")
+        burst.release(1)
+        burst.join()
+        assert burst.log.index("1 arrives") < burst.log.index("0 released"), burst.log
     assert gate._on_the_way == 0 and gate._deadline is None
