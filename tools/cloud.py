@@ -453,7 +453,7 @@ class Cloud:
                         "enabled_backends": "ceph", "default_volume_type": "__DEFAULT__",
                         "api_paste_config": os.path.join(c, "api-paste.ini"),
                         "log_dir": c, "debug": "false", "state_path": c,
-                        "my_ip": "127.0.0.1", "host": "cloud", "glance_api_version": 2,
+                        "my_ip": "127.0.0.1", "host": "cloud",
                         "osapi_volume_listen": "127.0.0.1",
                         "osapi_volume_listen_port": self.state["ports"]["cinder"],
                         # a dev machine: heartbeats every 5 s, down after 30 s (defaults 10/60)

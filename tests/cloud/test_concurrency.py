@@ -64,8 +64,9 @@ def _run(cloud, vols, images):
     for v in vols:
         cloud.wait("volume", v, "available")
         cloud.write_volume(v, os.urandom(4 << 20))
+    # idle runs before and after the burst: the other xdist workers load this machine
+    # too, and the busy run is compared with idle ones made under the same load
     idle = [create_delete(cloud) for _ in range(3)]
-    idle_s = statistics.median(idle)
 
     down, stop = [], threading.Event()
 
@@ -87,6 +88,8 @@ def _run(cloud, vols, images):
         stop.set()
         watcher.join()
     images += [img for img, _ in uploads]
+    idle += [create_delete(cloud) for _ in range(2)]
+    idle_s = statistics.median(idle)
     methods = [cloud.method_of(img) for img in images]
     print(f"\nvolume create+delete: idle {idle_s:.2f} s (runs {', '.join(f'{x:.2f}' for x in idle)}), "
           f"during {UPLOADS} clone uploads {busy_s:.2f} s ({busy_s / idle_s:.2f}x); uploads took "

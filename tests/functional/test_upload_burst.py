@@ -10,11 +10,14 @@ cinder_ext.snapshot_gate). Either one makes these snapshots take about 1 s.
 
 Proven by counting commits (the osdmap epochs that committed the snapshot ids, and the
 mon commands sent), not by the clock: a loaded machine changes how long a burst takes,
-not how many commits serve it.
+not how many commits serve it. The burst test fails with the gate disabled.
 """
 
 import json
+import os
+import subprocess
 import threading
+import time
 
 import rbd
 
@@ -54,23 +57,54 @@ def _upload_snap_id(env, vol, image_id):
     raise AssertionError(f"no upload snapshot image-{image_id} on {vol}")
 
 
-def test_a_burst_in_one_process_shares_one_monitor_commit(cinder_env):
-    """BURST uploads started together in one process: their volume snapshots are committed
-    by one monitor commit (one osdmap epoch), because they ask for them together at the
-    gate. Without the gate they reach their snapshots at different moments and span
-    several commits. No sleep and no clock: the commits are read from the osdmap history."""
+def _wait_for_an_idle_monitor(cluster, quiet=1.2, timeout=60):
+    """Until the monitor has committed nothing for `quiet` s (more than its 1 s
+    paxos_propose_interval): it then commits the next request at once, after gathering
+    for paxos_min_wait (50 ms). Read through its admin socket, which commits nothing
+    (every `ceph` command is itself a commit: its audit-log entry)."""
+    asok = os.path.join(cluster.dir, "run", "ceph-mon.a.asok")
+
+    def commits():
+        out = subprocess.run(["ceph", "--admin-daemon", asok, "perf", "dump", "paxos"],
+                             capture_output=True, text=True, check=True).stdout
+        return json.loads(out)["paxos"]["commit"]
+    deadline = time.monotonic() + timeout
+    last, since = commits(), time.monotonic()
+    while time.monotonic() - since < quiet:
+        assert time.monotonic() < deadline, "the monitor never went quiet"
+        time.sleep(0.05)
+        now = commits()
+        if now != last:
+            last, since = now, time.monotonic()
+
+
+# each upload's image is fetched STAGGER s later than the one before (Glance slower for
+# some images, as in any real burst): they reach their snapshots 2 * STAGGER apart (two
+# fetches each), all within the gate's MAX_WAIT, and each later than the monitor's 50 ms
+STAGGER = 0.04
+
+
+def test_a_burst_in_one_process_shares_one_monitor_commit(cinder_env, glance_proxy):
+    """BURST uploads started together in one process, reaching their volume snapshots at
+    different moments: their snapshots are committed by one monitor commit (one osdmap
+    epoch), because they ask for them together at the gate. Without the gate the first is
+    committed alone and the others a second later: two commits. No clock is asserted on:
+    the commits are read from the osdmap history."""
     env = cinder_env
-    conf, backend = opts.load([env.conf()])
+    conf, backend = opts.load([env.conf(glance_url=glance_proxy.url)])
     warm = upload_volume(conf, backend, env.volume(16 * MiB), env.image(), encrypted=False)
     assert warm["method"] == "clone", warm
     vols = [env.volume(16 * MiB) for _ in range(BURST)]
     images = [env.image() for _ in range(BURST)]
+    delay = {f"/v2/images/{image}": i * STAGGER for i, image in enumerate(images)}
+    glance_proxy.intercept = lambda method, path: time.sleep(delay.get(path, 0)) if method == "GET" else None
     results = [None] * BURST
 
     def one(i):
         results[i] = upload_volume(conf, backend, vols[i], images[i], encrypted=False)
 
     since = _osdmap_epoch(env.cluster)["epoch"]
+    _wait_for_an_idle_monitor(env.cluster)
     threads = [threading.Thread(target=one, args=(i,)) for i in range(BURST)]
     for t in threads:
         t.start()

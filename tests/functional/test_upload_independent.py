@@ -251,10 +251,6 @@ def test_a_volume_snapshot_made_by_clone_v1_is_removed_too(cinder_env, monkeypat
 
 
 # -- through the upload service and its CLI (decision.Clone.flatten picks the path) ---------
-wired = pytest.mark.skipif("flatten" not in getattr(decision.Clone, "__dataclass_fields__", {}),
-                           reason="the upload service does not pick the independent path yet")
-
-
 def _cli_upload(env, conf, vol, image_id, fault=None):
     proc = env.cli("--config-file", conf, "upload", vol, image_id,
                    env={faults.ENV_POINT: fault} if fault else None)
@@ -265,7 +261,6 @@ def _cli_upload(env, conf, vol, image_id, fault=None):
     return json.loads(proc.stdout)
 
 
-@wired
 def test_cli_upload_with_the_option_makes_an_independent_image(cinder_env):
     env = cinder_env
     vol = env.volume(32 * MiB)
@@ -279,7 +274,6 @@ def test_cli_upload_with_the_option_makes_an_independent_image(cinder_env):
     _expect_independent_state(env, vol, image_id, before)
 
 
-@wired
 def test_cli_upload_over_the_depth_bound_makes_an_independent_image(cinder_env):
     """The option off; the volume is a clone (depth 1) and rbd_max_clone_depth = 1: a
     clone of it would be 2 deep, so the image is flattened instead of copied."""
@@ -302,7 +296,6 @@ def test_cli_upload_over_the_depth_bound_makes_an_independent_image(cinder_env):
     assert _info(env, env.vpool, vol)["parent"]["image"] == parent
 
 
-@wired
 @pytest.mark.parametrize("point", ["independent.flattened", "clone.location_requested", "clone.active"])
 def test_cli_retry_after_a_crash_finishes_the_independent_upload(cinder_env, point):
     """SIGKILL at a step boundary, run again: before the registration the flattened image is
