@@ -33,7 +33,6 @@ def pytest_unconfigure(config):
         shutil.rmtree(home, ignore_errors=True)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     # folders are the markers: tests/functional needs Ceph, tests/interop needs peers too
     for item in items:
@@ -42,10 +41,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.functional)
         elif f"{os.sep}interop{os.sep}" in path:
             item.add_marker(pytest.mark.interop)
-        # under xdist (--dist loadgroup) a module runs on one worker, so its module
-        # fixtures are made once; every tests/cloud module shares that worker's one cloud
-        group = "cloud" if f"{os.sep}cloud{os.sep}" in path else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under pytest-xdist a module runs whole on one worker (its module fixtures are made
+    once), and every tests/cloud module on the same one, which boots the one cloud.
+    (xdist's loadgroup marks would say the same, but pytest 9 no longer reports the
+    group in the node ids they rely on.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            module = nodeid.split("::", 1)[0]
+            return "tests/cloud" if module.startswith("tests/cloud/") else module
+    return ModuleScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
