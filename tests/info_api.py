@@ -24,7 +24,6 @@ Fixtures:
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,26 +33,19 @@ import urllib.request
 
 import pytest
 
+from tools.peers.peerlib import free_port, ini
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), "glance-info-api")
 START_TIMEOUT = float(os.environ.get("GLANCE_INFO_API_START_TIMEOUT", "60"))
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ini(sections):
+    """INI text as is; {section: {option: value}} as INI text, values in oslo.config's spelling."""
     if isinstance(sections, str):
         return sections
-    lines = []
-    for section, options in sections.items():
-        lines.append(f"[{section}]")
-        lines += [f"{name} = {_value(value)}" for name, value in options.items()]
-        lines.append("")
-    return "\n".join(lines)
+    return ini({section: {name: _value(value) for name, value in options.items()}
+                for section, options in sections.items()})
 
 
 def _value(value):

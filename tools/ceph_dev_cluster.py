@@ -13,7 +13,8 @@ RBD needs none. The pools and the two least-privilege users that this feature
 needs in production are created, and a ceph.conf + keyring per user written
 to DIR/clients/<user>/.
 
-Standard library only: it runs before any virtualenv exists.
+Standard library only (and tools/peers/peerlib.py, which is too): it runs before any
+virtualenv exists.
 """
 
 import argparse
@@ -22,11 +23,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if os.path.join(HERE, "peers") not in sys.path:
+    sys.path.insert(0, os.path.join(HERE, "peers"))
+from peerlib import free_port, port_free  # noqa: E402
 
 PACKAGES = ("ceph-mon", "ceph-osd", "ceph-common", "python3-rados", "python3-rbd")
 STATE_FILE = "cluster.json"
@@ -72,22 +77,6 @@ def last_line(proc):
     if not lines:
         return f"exit {proc.returncode}"
     return re.sub(r"^\d{4}-\d\d-\d\dT[\d:.]+\+\d{4} [0-9a-f]+ +-?\d+ ", "", lines[-1])
-
-
-def port_is_free(port):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def pick_free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def parse_size(text):
@@ -148,11 +137,11 @@ class Cluster:
     def start(self, mon_port, backend, osd_size, pools, users, watch_timeout=30):
         if os.path.isdir(self.dir) and os.listdir(self.dir):
             raise ClusterError(f"directory not empty: {self.dir}")
-        if mon_port and not port_is_free(mon_port):
+        if mon_port and not port_free(mon_port):
             raise ClusterError(f"port {mon_port} on 127.0.0.1 is already in use")
         ensure_packages()
         existed = os.path.isdir(self.dir)
-        port = mon_port or pick_free_port()
+        port = mon_port or free_port()
         fsid = str(uuid.uuid4())
         for sub in ("", "run", "log", "mon", "osd", "clients"):
             os.makedirs(self.path(sub), exist_ok=True)

@@ -31,10 +31,14 @@ Components, each on a free port picked at start, each with HOME=DIR/home:
 Upstream services never run with the checkout as their working directory or on
 their sys.path: our `glance` package shares upstream Glance's import name.
 Errors: one line on stderr, exit 1, nothing left running.
+
+This is the top of tools/'s imports: what its users share with it (paths, the state
+file, tokens, the client view of a cloud) is tools/cloudlib.py; Keystone's set-up is
+keystone-peer's (tools/peers/keystone_peer.py).
 """
 
 import argparse
-import importlib.machinery
+import glob
 import json
 import os
 import re
@@ -49,107 +53,21 @@ import time
 import urllib.error
 import urllib.request
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-PEERS_DIR = os.environ.get("PEERS_DIR", os.path.join(ROOT, ".peers"))
-VENVS = {"keystone": os.path.join(PEERS_DIR, "keystone30"), "glance": os.path.join(PEERS_DIR, "glance33"),
-         "cinder": os.path.join(PEERS_DIR, "cinder29"), "clients": os.path.join(PEERS_DIR, "clients"),
-         "project": os.path.join(ROOT, ".venv")}
-STATE = "cloud.json"
-REGION = "RegionOne"
-PURGE_INTERVAL = 10  # seconds: deferred_deletion_purge_interval of the cloud's backend
+import cloud_tempest
+import cloudlib  # also puts tools/peers on sys.path
+from cloudlib import (HERE, PURGE_INTERVAL, STATE, VENVS, CloudError, last_line, last_lines, password_token,
+                      port_open, wait_for, write_ini, write_private)
+import keystone_peer as ksp  # noqa: E402  tools/peers/keystone_peer.py: Keystone's own set-up
+from peerlib import PeerError, apt_install, apt_missing, free_port, group_members, stop_group  # noqa: E402
+
 RABBIT_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+PACKAGES = ("mariadb-server", "rabbitmq-server", "qemu-utils")
+STOP_GRACE = 20  # seconds between a service's SIGTERM and its SIGKILL
 
 
-class CloudError(Exception):
-    """One line for stderr."""
+class Services:
+    """The cloud's processes on this machine: start, stop, status, and their state in DIR/cloud.json."""
 
-
-def _load(name, path):
-    return importlib.machinery.SourceFileLoader(name, path).load_module()
-
-
-# keystone-peer's helpers (gunicorn serving, keystone-manage, provisioning, clouds.yaml)
-ksp = _load("keystone_peer", os.path.join(HERE, "peers", "keystone-peer"))
-
-
-# -- small helpers -------------------------------------------------------------------------
-
-def free_port(taken):
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in taken:
-            taken.add(port)
-            return port
-
-
-def password_token(keystone, user, timeout=30):
-    """(token, project id) of `user`, by password, project-scoped; keystone: the cloud
-    state's keystone section (auth_url, users)."""
-    u = keystone["users"][user]
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": user, "domain": {"name": "Default"}, "password": u["password"]}}},
-        "scope": {"project": {"name": u["project"], "domain": {"name": "Default"}}}}}
-    req = urllib.request.Request(keystone["auth_url"] + "/auth/tokens", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return resp.headers["X-Subject-Token"], json.load(resp)["token"]["project"]["id"]
-
-
-def port_open(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def group_alive(pgid):
-    return bool(ksp.group_members(pgid))
-
-
-def stop_group(pgid, grace=20):
-    ksp.stop_group(pgid, grace)
-
-
-def last_lines(path, n=1):
-    try:
-        with open(path, errors="replace") as f:
-            lines = [ln.strip() for ln in f if ln.strip()]
-    except OSError:
-        return "no log"
-    return " | ".join(lines[-n:]) if lines else "empty log"
-
-
-def write_ini(path, sections, mode=0o600):
-    out = []
-    for section, options in sections.items():
-        out.append(f"[{section}]")
-        out += [f"{k} = {v}" for k, v in options.items()]
-        out.append("")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(out))
-
-
-def wait_for(what, check, timeout, dead=None, log=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        if dead is not None and dead():
-            raise CloudError(f"{what} exited: {last_lines(log) if log else ''}")
-        try:
-            if check():
-                return
-        except Exception:  # not up yet
-            pass
-        if time.monotonic() > deadline:
-            raise CloudError(f"{what} not ready within {timeout:.0f}s: {last_lines(log) if log else ''}")
-        time.sleep(0.3)
-
-
-class Cloud:
     def __init__(self, d):
         self.dir = os.path.abspath(d)
         self.state = {}
@@ -159,17 +77,10 @@ class Cloud:
         return os.path.join(self.dir, *p)
 
     def save(self):
-        fd = os.open(self.path(STATE + ".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.state, f, indent=2)
-        os.replace(self.path(STATE + ".tmp"), self.path(STATE))
+        write_private(self.path(STATE), json.dumps(self.state, indent=2))
 
     def load(self):
-        try:
-            with open(self.path(STATE)) as f:
-                self.state = json.load(f)
-        except (OSError, ValueError):
-            raise CloudError(f"no cloud in {self.dir} ({STATE} missing)") from None
+        self.state = cloudlib.read_state(self.dir)
         return self.state
 
     def env(self, **extra):
@@ -337,51 +248,30 @@ class Cloud:
                                        f"{p['amqp']}/")
 
     def _keystone(self, timeout):
+        """Keystone 30 as keystone-peer sets it up (keystone_peer.py), on MariaDB."""
         k, port = self.path("keystone"), self.state["ports"]["keystone"]
         for sub in ("fernet-keys", "credential-keys", "locks"):
             os.makedirs(os.path.join(k, sub), mode=0o700, exist_ok=True)
         conf = os.path.join(k, "keystone.conf")
-        text = ksp.render_conf(k, 3600)
-        sqlite = f"sqlite:///{os.path.join(k, 'keystone.sqlite')}"
-        assert sqlite in text, "keystone-peer's config no longer names its sqlite database"
         with open(conf, "w") as f:
-            f.write(text.replace(sqlite, self.db_url("keystone")))
-        url = f"http://127.0.0.1:{port}"
-        admin_pw = secrets.token_urlsafe(16)
-        kstate = {"url": url, "port": port, "short_url": None, "pids": [], "dir": k, "config_file": conf,
-                  "venv": ksp.VENV, "region": REGION, "token_expiration": 3600, "short_token_seconds": None,
-                  "users": {"admin": {"password": admin_pw, "project": "admin", "domain": "Default",
-                                      "roles": ["admin"]}}, "image_url": None}
+            f.write(ksp.render_conf(k, 3600, connection=self.db_url("keystone")))
+        kstate = ksp.new_state(k, port, conf)
         ksp.write_state(k, kstate)
-        old = dict(os.environ)
-        os.environ.clear()
-        os.environ.update(self.env())  # keystone-peer's helpers pass os.environ on
+        env = self.env()
         try:
-            ksp.manage(k, conf, "db_sync")
-            ksp.manage(k, conf, "fernet_setup", "--keystone-user", "root", "--keystone-group", "root")
-            ksp.manage(k, conf, "credential_setup", "--keystone-user", "root", "--keystone-group", "root")
-            ksp.manage(k, conf, "bootstrap", "--bootstrap-username", "admin", "--bootstrap-project-name",
-                       "admin", "--bootstrap-role-name", "admin", "--bootstrap-service-name", "keystone",
-                       "--bootstrap-region-id", REGION, "--bootstrap-admin-url", url + "/v3",
-                       "--bootstrap-public-url", url + "/v3", "--bootstrap-internal-url", url + "/v3",
-                       env={"OS_BOOTSTRAP_PASSWORD": admin_pw})
-            os.chdir(k)
-            pid = ksp.serve(k, port, ["keystone.conf"], "", timeout)
+            ksp.bootstrap(k, conf, kstate, env=env)
+            pid = ksp.serve(k, port, ["keystone.conf"], "", timeout, env=env)
             self.state["pgids"]["keystone"] = pid
             self.save()
             kstate["pids"].append(pid)
-            ksp.write_state(k, kstate)
-            kstate["users"].update(ksp.provision(k, kstate, "users"))
+            kstate["users"].update(ksp.provision(k, "users", env=env))
             ksp.write_state(k, kstate)
             ksp.write_clouds(k, kstate)
-        except ksp.PeerError as e:
+        except PeerError as e:
             raise CloudError(f"keystone: {e}") from None
-        finally:
-            os.environ.clear()
-            os.environ.update(old)
-            os.chdir(self.dir)
+        url = kstate["url"]
         self.state["keystone"] = {"url": url, "auth_url": url + "/v3", "users": kstate["users"],
-                                  "clouds_yaml": os.path.join(k, "clouds.yaml"), "region": REGION}
+                                  "clouds_yaml": os.path.join(k, "clouds.yaml"), "region": kstate["region"]}
         self.save()
 
     def user(self, name):
@@ -433,14 +323,14 @@ class Cloud:
         self.state["image_url"] = f"http://127.0.0.1:{p['frontdoor']}"
 
     def _endpoints(self):
-        k = self.path("keystone")
-        env = self.env(KEYSTONE_PEER_STATE=os.path.join(k, "keystone.json"))
-        proc = subprocess.run([os.path.join(VENVS["keystone"], "bin", "python"),
-                               os.path.join(HERE, "cloud_provision.py"), self.state["image_url"],
-                               f"http://127.0.0.1:{self.state['ports']['cinder']}/v3/%(project_id)s"],
-                              capture_output=True, text=True, env=env, cwd=k, timeout=120)
-        if proc.returncode != 0:
-            raise CloudError(f"catalog: {last_line(proc.stderr)}")
+        """The catalog's image (the front door) and volume endpoints: cloud_provision.py, run as
+        keystone-peer runs its provisioning (in the Keystone venv, as the bootstrap admin)."""
+        try:
+            ksp.provision(self.path("keystone"), self.state["image_url"],
+                          f"http://127.0.0.1:{self.state['ports']['cinder']}/v3/%(project_id)s",
+                          env=self.env(), script=os.path.join(HERE, "cloud_provision.py"))
+        except PeerError as e:
+            raise CloudError(f"catalog: {e}") from None
 
     def cinder_conf(self):
         ks, ceph, c = self.state["keystone"], self.state["ceph"], self.path("cinder")
@@ -499,7 +389,6 @@ class Cloud:
         # Cinder's api-paste.ini, as the venv ships it
         paste = os.path.join(venv, "etc", "cinder", "api-paste.ini")
         if not os.path.exists(paste):
-            import glob
             found = glob.glob(os.path.join(venv, "lib", "python3*", "site-packages", "cinder", "**",
                                            "api-paste.ini"), recursive=True)
             if not found:
@@ -572,7 +461,10 @@ class Cloud:
         self.load()
         c = self.path("cinder")
         self._etc_ceph()
-        stop_group(self.state["pgids"]["cinder_volume"])
+        try:
+            stop_group(self.state["pgids"]["cinder_volume"], STOP_GRACE)
+        except PeerError as e:
+            raise CloudError(f"cinder-volume: {e}") from None
         since, ready = time.time(), self.driver_ready()
         proc = self.spawn("cinder_volume", self.volume_cmd(), os.path.join(c, "volume.out"), cwd=c,
                           env=self.env(OS_CINDER_CONFIG_DIR=c))
@@ -626,7 +518,7 @@ class Cloud:
 
     def status(self):
         st = self.load()
-        out = {name: ("up" if group_alive(pgid) else "down") for name, pgid in st.get("pgids", {}).items()}
+        out = {name: ("up" if group_members(pgid) else "down") for name, pgid in st.get("pgids", {}).items()}
         ceph = subprocess.run([os.path.join(HERE, "ceph-dev-cluster"), "status", self.path("ceph")],
                               capture_output=True, text=True, timeout=60)
         out["ceph"] = "up" if ceph.returncode == 0 else "down"
@@ -645,62 +537,43 @@ class Cloud:
                  "keystone", "rabbitmq", "mysql", "epmd"]
         for name in order + [n for n in pgids if n not in order]:
             if name in pgids:
-                stop_group(pgids[name])
+                try:
+                    stop_group(pgids[name], STOP_GRACE)
+                except PeerError:  # reported below, once every other one is stopped
+                    pass
         if os.path.exists(self.path("ceph", "cluster.json")):
             proc = subprocess.run([os.path.join(HERE, "ceph-dev-cluster"), "stop", self.path("ceph")],
                                   capture_output=True, text=True, timeout=120)
             if proc.returncode != 0 and not quiet:
                 raise CloudError(f"ceph-dev-cluster stop: {last_line(proc.stderr)}")
-        left = [n for n, p in pgids.items() if group_alive(p)]
+        left = [n for n, p in pgids.items() if group_members(p)]
         if left and not quiet:
             raise CloudError(f"still running after stop: {', '.join(left)}")
 
     def env_lines(self):
-        st = self.load()
-        ks = st["keystone"]
-        lines = {"OS_CLIENT_CONFIG_FILE": ks["clouds_yaml"], "OS_CLOUD": "member",
-                 "OS_VOLUME_API_VERSION": "3", "CLOUD_DIR": self.dir,
-                 "CLOUD_IMAGE_URL": st["image_url"], "CLOUD_GLANCE_URL": st["glance_url"],
-                 "CLOUD_CINDER_URL": f"http://127.0.0.1:{st['ports']['cinder']}",
-                 "CLOUD_CINDER_LOG": self.path("cinder", "cinder-volume.log"),
-                 "PATH": os.path.join(VENVS["clients"], "bin") + ":" + os.environ.get("PATH", "")}
-        lines.update(st["ceph"])
-        return lines
-
-
-PACKAGES = ("mariadb-server", "rabbitmq-server", "qemu-utils")
+        return cloudlib.env_vars(self.dir, self.load())
 
 
 def install_packages():
     """Debian's mariadb-server, rabbitmq-server (and qemu-utils for Cinder's copy path) when
     missing. Installing them must not start the system's own MariaDB or RabbitMQ: a
     policy-rc.d that refuses every start is in place for the install (unless one is)."""
-    missing = [p for p in PACKAGES if subprocess.run(
-        ["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True).stdout
-        != "install ok installed"]
+    missing = apt_missing(PACKAGES)
     if not missing:
         return
     policy = "/usr/sbin/policy-rc.d"
     ours = not os.path.exists(policy)
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     try:
         if ours:
             with open(policy, "w") as f:
                 f.write("#!/bin/sh\n# tools/cloud: no service starts while it installs packages\nexit 101\n")
             os.chmod(policy, 0o755)
-        for cmd in (["apt-get", "update", "-qq"],
-                    ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]):
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if proc.returncode != 0:
-                raise CloudError(f"{' '.join(cmd[:2])} {' '.join(missing)} failed: {last_line(proc.stderr)}")
+        apt_install(missing)
+    except PeerError as e:
+        raise CloudError(str(e)) from None
     finally:
         if ours and os.path.exists(policy):
             os.remove(policy)
-
-
-def last_line(text):
-    lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "failed without a message"
 
 
 def main(argv=None):
@@ -722,7 +595,7 @@ def main(argv=None):
     if not args.command:
         print("cloud: a subcommand is required: start, stop, status or env", file=sys.stderr)
         return 2
-    cloud = Cloud(args.dir)
+    cloud = Services(args.dir)
     # a stop must not be cut short by a Ctrl-C during start either
     signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
@@ -737,7 +610,6 @@ def main(argv=None):
             print(json.dumps(out, indent=2))
             return 0 if all(v == "up" for k, v in out.items() if k != "cinder_services_up") else 1
         elif args.command == "tempest":
-            import cloud_tempest
             extra = ["--regex", args.regex] if args.regex else []
             return cloud_tempest.main([cloud.dir, "--concurrency", str(args.concurrency), *extra])
         elif args.command == "clone":

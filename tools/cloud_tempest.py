@@ -20,11 +20,9 @@ import sys
 import time
 import urllib.request
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import demo_openstack  # noqa: E402
+from cloudlib import PEERS_DIR, Cloud, ini
 
-VENV = os.path.join(os.environ.get("PEERS_DIR", os.path.join(os.path.dirname(HERE), ".peers")), "tempest")
+VENV = os.path.join(PEERS_DIR, "tempest")
 
 # The spec's dependency tests; every test that uploads a volume to an image or creates a
 # volume from an image and needs no compute (tempest's upload test through our plugin,
@@ -54,15 +52,6 @@ result = testtools.StreamToDict(on_test)
 result.startTestRun(); stream.run(result); result.stopTestRun()
 json.dump(out, sys.stdout)
 '''
-
-
-def ini(sections):
-    out = []
-    for section, options in sections.items():
-        out.append(f"[{section}]")
-        out += [f"{k} = {v}" for k, v in options.items()]
-        out.append("")
-    return "\n".join(out)
 
 
 def image_ref(cloud):
@@ -118,7 +107,7 @@ def write_conf(cloud, ws):
 
 
 def run(directory, regex=SELECTION, concurrency=2, log=print):
-    cloud = demo_openstack.Cloud(directory)
+    cloud = Cloud(directory)
     ws = os.path.join(cloud.dir, "tempest")
     env = cloud.os_env()
     for k in [k for k in env if k.startswith(("OS_", "CLOUD_"))]:

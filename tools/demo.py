@@ -241,7 +241,7 @@ def start_keystone_mode(work, cluster, stoppers):
     clients = PeerClients()
     for user in ("admin", "member"):
         password = keystone.users[user]["password"]
-        shown = " ".join("***" if a == password else a for a in keystone.cli_auth(user))
+        shown = " ".join(a.replace(password, "***") for a in keystone.cli_auth(user))
         print(f"$ glance {shown} stores-info --detail")
         proc = subprocess.run([clients.glance, *keystone.cli_auth(user), "stores-info", "--detail"],
                               capture_output=True, text=True, timeout=300)

@@ -21,7 +21,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
-import cloud as cloud_tool  # noqa: E402
+import cloudlib as cloud_tool  # noqa: E402
 import demo_openstack  # noqa: E402
 
 CLOUD = os.path.join(ROOT, "tools", "cloud")

@@ -7,7 +7,7 @@ clones still needed it must be reclaimed once nothing does.
 
 import time
 
-import cloud as cloud_tool
+import cloudlib as cloud_tool
 import demo_openstack as flow_mod
 
 

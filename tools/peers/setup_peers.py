@@ -1,0 +1,240 @@
+"""Create the real upstream peers, each in a virtualenv of its own under $PEERS_DIR
+(default <repo>/.peers), never in the project's venv: our `glance` package shares its
+import name with upstream Glance.
+
+    tools/peers/setup-peers [PEER...]     default: every peer (glance33 clients keystone30 tempest)
+
+Idempotent: a stamp file per peer, named after its recipe below (and its
+NAME.constraints file, and the sources it installs), makes a second run take well
+under a second; editing a recipe rebuilds that peer only. Test sessions run side
+by side: one builder at a time ($PEERS_DIR/.lock), the others wait. To add a
+peer: add its recipe to RECIPES.
+
+Each recipe: Debian packages (`apt`), pip steps in a fresh venv on Debian's Python
+3.11 (`pip`; a NAME.constraints file pins the first step), a directory of this
+checkout installed as a copy (`local`), Debian's rados/rbd bindings linked in
+(`ceph`), and what must hold afterwards (`imports` run in the venv, `commands` in
+its bin/).
+"""
+
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from peerlib import HERE, PEERS_DIR, ROOT, PeerError, apt_install, apt_missing, run_main
+
+PYTHON = "/usr/bin/python3.11"
+LOCK_TIMEOUT = 1800
+PIP_NOISE = ("is ignored", "WARNING: There was an error checking the latest version")
+
+RECIPES = {
+    # Upstream Glance 33 (2025.2) served by gunicorn (decodes chunked request bodies,
+    # which glanceclient and Cinder send), with Debian's rados/rbd so that glance_store's
+    # rbd driver works, and glance_store's swift and s3 extras (python-swiftclient, boto3)
+    # so that upstream configures those stores too
+    # (tests/interop/test_store_properties_upstream.py compares their properties).
+    # glance33.constraints pins the set it was proven with (pip freeze of a working venv):
+    # OpenStack's own upper-constraints are not on PyPI, and a newer library must not
+    # break the reference we compare against. (botocore needs python-dateutil<3, hence
+    # 2.9.0.post0 there.) Regenerate it with
+    #   .peers/glance33/bin/pip freeze > tools/peers/glance33.constraints
+    # after building once without it. PyMySQL: tools/cloud runs Glance on MariaDB (issue 14).
+    "glance33": {
+        "apt": ["python3-venv", "python3-rados", "python3-rbd", "ceph-common"],
+        "pip": [["glance==33.0.0", "glance_store[swift,s3]", "gunicorn"], ["PyMySQL==1.2.4"]],
+        "ceph": True,
+        "imports": ["import rados, rbd, glance_store._drivers.rbd as d; assert d.rbd", "import swiftclient, boto3"],
+        "commands": ["glance-manage", "gunicorn"],
+    },
+    # The clients the spec names: python-glanceclient and openstacksdk, latest; the
+    # openstack and cinder CLIs for tools/cloud.
+    "clients": {
+        "apt": ["python3-venv"],
+        "pip": [["python-glanceclient", "openstacksdk", "python-openstackclient==10.5.0",
+                 "python-cinderclient==9.10.0"]],
+        "imports": ["import glanceclient, openstack, cinderclient, openstackclient"],
+        "commands": ["openstack", "glance"],
+    },
+    # Upstream Keystone 30 for the keystone mode (issue 11): sqlite, fernet tokens, served
+    # by gunicorn (keystone_peer.py). keystone30.constraints pins the set it was proven
+    # with, as glance33's does; regenerate with
+    #   .peers/keystone30/bin/pip freeze > tools/peers/keystone30.constraints
+    # PyMySQL: tools/cloud runs Keystone on MariaDB (issue 14).
+    "keystone30": {
+        "apt": ["python3-venv"],
+        "pip": [["keystone==30.0.0", "gunicorn"], ["PyMySQL==1.2.4"]],
+        "imports": ["import keystone.server.wsgi, keystoneauth1"],
+        "commands": ["keystone-manage", "gunicorn"],
+    },
+    # Tempest 47 and cinder-tempest-plugin 1.23 for tools/cloud's Tempest run
+    # (tests/cloud): a venv of their own, as Tempest is installed upstream; and our plugin
+    # (tests/tempest_plugin: tempest's upload test without Neutron), a copy (not editable:
+    # one venv may serve several checkouts), rebuilt when it changes.
+    "tempest": {
+        "apt": ["python3-venv"],
+        "pip": [["tempest==47.0.0", "cinder-tempest-plugin==1.23.0"]],
+        "local": "tests/tempest_plugin",
+        "imports": ["import tempest, cinder_tempest_plugin, glance_rbd_clone_tempest.plugin"],
+        "commands": ["tempest"],
+    },
+}
+
+
+def _say(log, msg):
+    if log:
+        log(f"setup-peers: {msg}")
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _sources(local):
+    """The text of a local directory's sources: what a change to them must rebuild."""
+    base = os.path.join(ROOT, local)
+    files = []
+    for d, dirs, names in os.walk(base):
+        dirs[:] = [x for x in dirs if x != "build" and not x.endswith("egg-info")]
+        files += [os.path.join(d, n) for n in names if n.endswith((".py", ".toml", ".cfg"))]
+    return b"".join(_read(f) for f in sorted(files, key=lambda f: os.path.relpath(f, base)))
+
+
+def constraints_file(name):
+    path = os.path.join(HERE, f"{name}.constraints")
+    return path if os.path.isfile(path) else None
+
+
+def stamp(name):
+    """The stamp file that says the peer's venv is its recipe's, as it is now (see current)."""
+    recipe = RECIPES[name]
+    h = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode())
+    if constraints_file(name):
+        h.update(_read(constraints_file(name)))
+    if recipe.get("local"):
+        h.update(_sources(recipe["local"]))
+    return os.path.join(PEERS_DIR, name, f".peer-ready-{h.hexdigest()[:12]}")
+
+
+# The shell setup-peers (before issue 24) stamped these very recipes with these names:
+# a venv it built is adopted, not rebuilt, while its recipe's stamp is the one here.
+ADOPT = {".peer-ready-ba0efdb41fd2": ".peer-ready-ecfa03fb00ab",   # glance33
+         ".peer-ready-9a28a8d848f9": ".peer-ready-5f0ed20d6739",   # clients
+         ".peer-ready-8e695f97d3f7": ".peer-ready-486c07a5ae05",   # keystone30
+         ".peer-ready-d950a46f37f6": ".peer-ready-39193e0f3632"}   # tempest
+
+
+def current(name):
+    ready = stamp(name)
+    if os.path.exists(ready):
+        return True
+    old = ADOPT.get(os.path.basename(ready))
+    if old and os.path.exists(os.path.join(os.path.dirname(ready), old)):
+        open(ready, "w").close()
+        return True
+    return False
+
+
+def pip(venv, *args, log):
+    """pip install, quiet, without this machine's "Location ... is ignored" noise; on failure
+    one line: pip's own last ERROR line says why."""
+    proc = subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", "--disable-pip-version-check",
+                           *args], capture_output=True, text=True)
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    if proc.returncode != 0:
+        why = [ln for ln in lines if ln.startswith("ERROR:")] or [ln for ln in lines if "is ignored" not in ln]
+        raise PeerError(f"pip install {' '.join(args)} failed in {venv}: {why[-1] if why else 'no output'}")
+    for line in lines:
+        if log and not any(noise in line for noise in PIP_NOISE):
+            log(line)
+
+
+def build(name, log):
+    recipe, venv = RECIPES[name], os.path.join(PEERS_DIR, name)
+    missing = apt_missing(recipe["apt"] + ([] if os.access(PYTHON, os.X_OK) else ["python3.11"]))
+    if missing:
+        _say(log, f"installing {' '.join(missing)}")
+        apt_install(missing)
+    shutil.rmtree(venv, ignore_errors=True)
+    if subprocess.run([PYTHON, "-m", "venv", venv], capture_output=True).returncode != 0:
+        raise PeerError(f"cannot create a venv at {venv} with {PYTHON}")
+    pip(venv, "--upgrade", "pip", log=log)
+    for i, step in enumerate(recipe["pip"]):
+        pins = constraints_file(name) if i == 0 else None
+        pip(venv, *(["-c", pins] if pins else []), *step, log=log)
+    if recipe.get("local"):
+        src = os.path.join(ROOT, recipe["local"])
+        shutil.rmtree(os.path.join(src, "build"), ignore_errors=True)
+        try:
+            pip(venv, src, log=log)
+        finally:
+            shutil.rmtree(os.path.join(src, "build"), ignore_errors=True)
+    if recipe.get("ceph"):  # Debian's rados/rbd bindings, and only those, from dist-packages
+        links = os.path.join(venv, "ceph-bindings")
+        os.makedirs(links, exist_ok=True)
+        for so in os.listdir("/usr/lib/python3/dist-packages"):
+            if so.startswith(("rados.cpython-311-", "rbd.cpython-311-")) and so.endswith("-linux-gnu.so"):
+                os.symlink(os.path.join("/usr/lib/python3/dist-packages", so), os.path.join(links, so))
+        site = subprocess.run([os.path.join(venv, "bin", "python"), "-c",
+                               "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        with open(os.path.join(site, "debian-ceph-bindings.pth"), "w") as f:
+            f.write(links + "\n")
+    for code in recipe["imports"]:
+        if subprocess.run([os.path.join(venv, "bin", "python"), "-c", code], capture_output=True).returncode:
+            raise PeerError(f"`{code}` fails in {venv}")
+    absent = [c for c in recipe["commands"] if not os.access(os.path.join(venv, "bin", c), os.X_OK)]
+    if absent:
+        raise PeerError(f"{'/'.join(absent)} missing in {venv}")
+
+
+def setup(names=(), log=None):
+    """Build the named peers (every one when none) unless their stamps are current; PeerError
+    on failure. `log` gets one line per step (None: silent)."""
+    names = list(names) or list(RECIPES)
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        raise PeerError(f"unknown peer '{unknown[0]}' (known: {' '.join(RECIPES)})")
+    if all(current(n) for n in names):
+        return
+    try:
+        os.makedirs(PEERS_DIR, exist_ok=True)
+        lock = open(os.path.join(PEERS_DIR, ".lock"), "w")
+    except OSError:
+        raise PeerError(f"cannot create the peers directory {PEERS_DIR}") from None
+    with lock:
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise PeerError(f"timed out waiting for another setup-peers ({PEERS_DIR}/.lock)") from None
+                time.sleep(0.5)
+        for name in names:
+            if current(name):  # built meanwhile, by whoever held the lock
+                continue
+            ready = stamp(name)
+            t0 = time.monotonic()
+            _say(log, f"building {name} in {os.path.dirname(ready)}")
+            build(name, log)
+            open(ready, "w").close()
+            _say(log, f"{name} ready in {time.monotonic() - t0:.0f}s")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="setup-peers", description=__doc__.split("\n\n")[0])
+    p.add_argument("peers", nargs="*", metavar="PEER", help=f"default: every peer ({' '.join(RECIPES)})")
+    args = p.parse_args(argv)
+    run_main("setup-peers", lambda a: setup(a.peers, log=lambda s: print(s, file=sys.stderr, flush=True)), args)
+
+
+if __name__ == "__main__":
+    main()
