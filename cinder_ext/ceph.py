@@ -38,7 +38,7 @@ _RELEASES = ("argonaut", "bobtail", "cuttlefish", "dumpling", "emperor", "firefl
 # The clone format a cluster allows, per fsid: {fsid: (1 or 2, monotonic time read)}.
 # Read from the osd map by a mon command, and every mon command is an audit-log entry
 # that the monitor commits: a snapshot asked for just after it waits for the next commit,
-# a whole paxos_propose_interval (measured: 0.98 s against 0.06 s). The setting behind it
+# a whole paxos_propose_interval instead of ~0.06 s. The setting behind it
 # (require_min_compat_client) changes about never; a stale 2 on a cluster lowered to v1
 # clones would fail the clone, which rolls back and copies.
 _CLONE_FORMATS = {}
@@ -50,6 +50,23 @@ LUKS_MAGIC = b"LUKS\xba\xbe"
 # (librbd's rbd_snap_namespace_type_t, fixed in its ABI: known without the bindings)
 USER_NAMESPACE = 0  # rbd.RBD_SNAP_NAMESPACE_TYPE_USER
 TRASH_NAMESPACE = 2  # rbd.RBD_SNAP_NAMESPACE_TYPE_TRASH
+
+
+def snapshots_of(img, protected=True):
+    """Every snapshot of an open rbd.Image, every namespace: [{'name', 'id', 'namespace',
+    'protected', 'original'}]; 'original' is a trashed snapshot's name before the trash.
+    protected=False does not ask (one call per snapshot less): 'protected' is then None."""
+    out = []
+    for s in img.list_snaps():
+        ns = s.get("namespace", USER_NAMESPACE)
+        entry = {"name": s["name"], "id": s["id"], "namespace": ns, "original": s["name"],
+                 "protected": False}
+        if ns == TRASH_NAMESPACE:
+            entry["original"] = img.snap_get_trash_namespace(s["id"])["original_name"]
+        elif ns == USER_NAMESPACE:
+            entry["protected"] = img.is_protected_snap(s["name"]) if protected else None
+        out.append(entry)
+    return out
 
 
 def _describe(op, pool, image, snap=None):
@@ -147,11 +164,16 @@ class Cluster:
         except (rados.Error, rbd.Error) as e:
             raise self._translate(e, op, pool, image, snap, write) from None
 
-    def ioctx(self, pool):
-        if pool not in self._ioctx:
+    def ioctx(self, pool, namespace=""):
+        """The pool's I/O context (in a RADOS namespace: lock objects live in their own)."""
+        key = (pool, namespace)
+        if key not in self._ioctx:
             with self._op("open pool", pool):
-                self._ioctx[pool] = self.client.open_ioctx(pool)
-        return self._ioctx[pool]
+                ioctx = self.client.open_ioctx(pool)
+                if namespace:
+                    ioctx.set_namespace(namespace)
+                self._ioctx[key] = ioctx
+        return self._ioctx[key]
 
     @contextlib.contextmanager
     def image(self, pool, name, snapshot=None, read_only=False, op="open", image_id=None):
@@ -231,21 +253,12 @@ class Cluster:
             with self._op("read", pool, name):
                 return img.read(0, min(length, img.size()))
 
-    def snaps(self, pool, name, image_id=None):
-        """Every snapshot, every namespace: [{'name', 'id', 'namespace', 'protected', 'original'}]."""
-        out = []
+    def snaps(self, pool, name, image_id=None, protected=True):
+        """Every snapshot, every namespace: [{'name', 'id', 'namespace', 'protected', 'original'}]
+        (protected=False: 'protected' is None, one call per snapshot less)."""
         with self.image(pool, name, read_only=True, op="list snapshots of", image_id=image_id) as img:
             with self._op("list snapshots of", pool, name or f"id:{image_id}"):
-                for s in img.list_snaps():
-                    ns = s.get("namespace", rbd.RBD_SNAP_NAMESPACE_TYPE_USER)
-                    entry = {"name": s["name"], "id": s["id"], "namespace": ns, "original": s["name"],
-                             "protected": False}
-                    if ns == rbd.RBD_SNAP_NAMESPACE_TYPE_TRASH:
-                        entry["original"] = img.snap_get_trash_namespace(s["id"])["original_name"]
-                    elif ns == rbd.RBD_SNAP_NAMESPACE_TYPE_USER:
-                        entry["protected"] = img.is_protected_snap(s["name"])
-                    out.append(entry)
-        return out
+                return snapshots_of(img, protected)
 
     def snap_children(self, pool, name, snap):
         """[(pool, image)] of clones of pool/name@snap (user namespace)."""
@@ -468,7 +481,7 @@ class Cluster:
                 yield offset, data
                 offset = end
 
-    # -- lock objects: watch, notify, blocklist (clone.ObjectLock builds on these) ----------
+    # -- lock objects: watch, blocklist, cls_lock (cinder_ext.locks builds on these) ----------
     # As librbd's exclusive lock: a holder watches the lock object; a holder whose watch
     # the OSD no longer keeps is dead, and is blocklisted before its lock is broken.
     @property
@@ -476,10 +489,10 @@ class Cluster:
         """Our client's global id: the N of client.N in cls_lock and notify acks."""
         return self.client.get_instance_id()
 
-    def create_object(self, pool, obj):
+    def create_object(self, pool, obj, namespace=""):
         """Create an empty object unless it exists."""
         with self._op("create object", pool, obj, write=True):
-            ioctx = self.ioctx(pool)
+            ioctx = self.ioctx(pool, namespace)
             op = ioctx.create_write_op()
             try:
                 op.new(rados.LIBRADOS_CREATE_IDEMPOTENT)
@@ -487,11 +500,11 @@ class Cluster:
             finally:
                 ioctx.release_write_op(op)
 
-    def watch(self, pool, obj, timeout=None):
+    def watch(self, pool, obj, timeout=None, namespace=""):
         """A watch on pool/obj (acks every notify; the OSD drops it `timeout` s after our
         client stops pinging it). CephNotFound if the object does not exist."""
         with self._op("watch", pool, obj, write=True):
-            handle = self.ioctx(pool).watch(obj, lambda *a: None, timeout=timeout)
+            handle = self.ioctx(pool, namespace).watch(obj, lambda *a: None, timeout=timeout)
         self._watches.add(handle)
         return handle
 
@@ -516,13 +529,13 @@ class Cluster:
             # failed unwatch, instead of a corrupted heap.
             ctypes.pythonapi.Py_IncRef(ctypes.py_object(handle))
 
-    def list_watchers(self, pool, obj):
+    def list_watchers(self, pool, obj, namespace=""):
         """{gid of each client whose watch the OSD keeps on pool/obj}: what librbd asks
         before it breaks a lock. python-rados has no list_watchers (librados' C API lacks
         it), so Ceph's own `rados listwatchers` answers, as this client's user. A missing
         object has no watchers; any other failure raises (never read as "nobody")."""
         cmd = ["rados", "--cluster", self.cluster_name, "--id", self.user or "admin",
-               "-p", pool, "listwatchers", obj]
+               "-p", pool, *(["-N", namespace] if namespace else []), "listwatchers", obj]
         if self.conffile:
             cmd[1:1] = ["--conf", self.conffile]
         if self.timeout is not None and self.timeout > 0:
@@ -551,11 +564,11 @@ class Cluster:
             self.client.blocklist_add(addr, expire)
             self.client.wait_for_latest_osdmap()
 
-    def lock_info(self, pool, obj, name):
+    def lock_info(self, pool, obj, name, namespace=""):
         """Holders of lock `name` on pool/obj: [{'entity': (type, num), 'gid', 'cookie',
         'addr', 'desc'}] and the object's version with it (None if it does not exist)."""
         with self._op(f"read lock {name} on", pool, obj):
-            ioctx = self.ioctx(pool)
+            ioctx = self.ioctx(pool, namespace)
             try:
                 ret, out = ioctx.execute(obj, "lock", "get_info",
                                          _cls_header(_cls_string(name)), length=65536)
@@ -564,11 +577,11 @@ class Cluster:
             version = ioctx.get_last_version()
         return _decode_lock_info(out[:ret] if ret and ret > 0 else out), version
 
-    def list_objects(self, pool, prefix):
-        """Names of the objects of pool (default namespace) starting with prefix. A full
-        listing of the pool: for a periodic sweep, not for a request path."""
+    def list_objects(self, pool, prefix, namespace=""):
+        """Names of the objects of pool's namespace starting with prefix. A full listing
+        of that namespace: for a periodic sweep, not for a request path."""
         with self._op("list objects of", pool):
-            return sorted(o.key for o in self.ioctx(pool).list_objects() if o.key.startswith(prefix))
+            return sorted(o.key for o in self.ioctx(pool, namespace).list_objects() if o.key.startswith(prefix))
 
     def has_data(self, pool, name):
         """True if any object of the image itself was written (its parent not counted)."""
@@ -580,16 +593,16 @@ class Cluster:
                                  include_parent=False, whole_object=True)
         return bool(found)
 
-    def remove_if_unlocked(self, pool, obj, name):
+    def remove_if_unlocked(self, pool, obj, name, namespace=""):
         """Remove pool/obj if lock `name` has no holder, atomically: a lock taken after we
         looked changes the object's version, and the removal is then refused. True if gone."""
-        holders, version = self.lock_info(pool, obj, name)
+        holders, version = self.lock_info(pool, obj, name, namespace)
         if version is None:
             return True
         if holders:
             return False
         with self._op("remove lock object", pool, obj, write=True):
-            ioctx = self.ioctx(pool)
+            ioctx = self.ioctx(pool, namespace)
             op = ioctx.create_write_op()
             try:
                 op.assert_version(version)
@@ -608,7 +621,8 @@ class Cluster:
     # -- advisory locks (cls_lock), e.g. one upload per image id at a time ---------------
     # python-rados has lock/unlock but neither list_lockers nor break_lock: those two go
     # through the cls "lock" class directly (get_info / break_lock), encoded as Ceph does.
-    def try_lock(self, pool, obj, name, cookie, desc="", duration=None, shared=False):
+    def try_lock(self, pool, obj, name, cookie, desc="", duration=None, shared=False,
+                 namespace=""):
         """Take lock `name` on pool/obj (created if missing); False if another holds it.
 
         shared: several shared holders may hold it at once, never with an exclusive one.
@@ -616,10 +630,10 @@ class Cluster:
         with self._op(f"lock {name} on", pool, obj, write=True):
             try:
                 if shared:
-                    self.ioctx(pool).lock_shared(obj, name, cookie, "shared", desc=desc,
+                    self.ioctx(pool, namespace).lock_shared(obj, name, cookie, "shared", desc=desc,
                                                  duration=duration)
                 else:
-                    self.ioctx(pool).lock_exclusive(obj, name, cookie, desc=desc,
+                    self.ioctx(pool, namespace).lock_exclusive(obj, name, cookie, desc=desc,
                                                     duration=duration)
                 return True
             except rados.ObjectBusy:
@@ -627,21 +641,21 @@ class Cluster:
             except rados.ObjectExists:  # we hold it already, with this cookie
                 return True
 
-    def unlock(self, pool, obj, name, cookie):
+    def unlock(self, pool, obj, name, cookie, namespace=""):
         """Release our lock; already gone (broken, expired) is fine."""
         with self._op(f"unlock {name} on", pool, obj, write=True):
             try:
-                self.ioctx(pool).unlock(obj, name, cookie)
+                self.ioctx(pool, namespace).unlock(obj, name, cookie)
             except rados.ObjectNotFound:
                 pass
 
-    def break_lock(self, pool, obj, name, holder):
+    def break_lock(self, pool, obj, name, holder, namespace=""):
         """Remove another client's lock (holder: (entity type, entity num, cookie))."""
         etype, enum, cookie = holder
         body = _cls_string(name) + struct.pack("<Bq", etype, enum) + _cls_string(cookie)
         with self._op(f"break lock {name} on", pool, obj, write=True):
             try:
-                self.ioctx(pool).execute(obj, "lock", "break_lock", _cls_header(body))
+                self.ioctx(pool, namespace).execute(obj, "lock", "break_lock", _cls_header(body))
             except rados.ObjectNotFound:
                 pass
 

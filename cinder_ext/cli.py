@@ -6,6 +6,7 @@
     cinder-rbd-clone --config-file cinder.conf create-volume IMAGE_ID VOLUME [--size GB]
     cinder-rbd-clone --config-file cinder.conf delete-volume VOLUME [--mode deferred|flatten]
     cinder-rbd-clone --config-file cinder.conf purge [--image-pool POOL] [--dry-run]
+    cinder-rbd-clone --config-file cinder.conf flatten-uploads [--image-pool POOL] [--dry-run]
 
 Prints one JSON document on stdout; errors are one line on stderr, exit status 1.
 """
@@ -85,6 +86,14 @@ def _parser():
     pg.add_argument("--dry-run", action="store_true",
                     help="print what would be removed, and why; remove nothing")
 
+    fu = sub.add_parser("flatten-uploads", help="make every clone-uploaded image independent "
+                                               "of its volume (flatten inside Ceph), e.g. "
+                                               "before going back to upstream's driver")
+    fu.add_argument("--image-pool", action="append", default=None, metavar="POOL",
+                    help="Glance pool to look in (repeatable; default: as for purge)")
+    fu.add_argument("--dry-run", action="store_true",
+                    help="list and count them; flatten nothing")
+
     ci = sub.add_parser("create-image", help="create a queued image to upload into")
     ci.add_argument("name")
     ci.add_argument("--disk-format", default="raw")
@@ -113,12 +122,12 @@ def _image_pools(glance, cluster):
         logging.getLogger(__name__).warning("purge: no stores detail (%s); pass --image-pool "
                                             "to purge Glance pools", e)
         return []
-    from cinder_ext.delete import image_pools
+    from cinder_ext.purge import image_pools
     return image_pools(detail, cluster.fsid())
 
 
 def _volume_command(args, conf, backend):
-    from cinder_ext import delete
+    from cinder_ext import delete, purge
     from cinder_ext.upload import connect, volume_name
     with connect(backend) as cluster:
         if args.command == "create-volume":
@@ -131,9 +140,13 @@ def _volume_command(args, conf, backend):
                                         args.mode, delay, backend.rbd_concurrent_flatten_operations)
         glance = _glance_or_none(conf)
         pools = args.image_pool if args.image_pool is not None else _image_pools(glance, cluster)
-        return delete.purge(cluster, backend.rbd_pool, pools,
-                            include_unmarked=backend.enable_deferred_deletion,
-                            glance=glance, dry_run=args.dry_run)
+        if args.command == "flatten-uploads":
+            from cinder_ext.independent import flatten_uploads
+            return flatten_uploads(cluster, backend.rbd_pool, pools,
+                                   backend.rbd_concurrent_flatten_operations, args.dry_run)
+        return purge.purge(cluster, backend.rbd_pool, pools,
+                           include_unmarked=backend.enable_deferred_deletion,
+                           glance=glance, dry_run=args.dry_run)
 
 
 def main(argv=None):
@@ -144,7 +157,7 @@ def main(argv=None):
         logging.getLogger("keystoneauth").setLevel(logging.ERROR)
     if args.command == "purge" and not args.debug:
         # every removal (or, with --dry-run, every planned one) as one line with its reason
-        logging.getLogger("cinder_ext.delete").setLevel(logging.INFO)
+        logging.getLogger("cinder_ext.purge").setLevel(logging.INFO)
     if args.command == "audit":  # reads both services' configs itself
         return args.func(args)
     try:
@@ -155,7 +168,7 @@ def main(argv=None):
             image = Glance(conf).create_image(args.name, args.disk_format, args.container_format,
                                               **props)
             out = {"id": image["id"], "status": image["status"], "name": image.get("name")}
-        elif args.command in ("create-volume", "delete-volume", "purge"):
+        elif args.command in ("create-volume", "delete-volume", "purge", "flatten-uploads"):
             out = _volume_command(args, conf, backend)
         else:
             from cinder_ext.upload import upload_volume

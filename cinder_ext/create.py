@@ -8,7 +8,7 @@ readable by our Ceph user, and ``rbd_max_clone_depth`` > 0. The clone:
    format (clone v2 on mimic and later), as upstream Cinder's clone_image does. So the
    image and the volume are independent (OpenStack's dependency contract): Glance 33
    deletes the image (204; glance_store moves it to its pool's trash while the volume
-   reads through its snapshot), and ``delete.purge()`` reclaims that trash entry once
+   reads through its snapshot), and ``purge.purge()`` reclaims that trash entry once
    the last such volume is gone. The source image gets our mark (``CLONED_MARK``) so
    that purge knows the trash entry Glance leaves is an image, not another tool's;
 2. mark the volume ``CREATE_MARK = clone:<image id>`` until done (a retry resumes);
@@ -27,10 +27,10 @@ import time
 from glance_store_ext.contract import ContractError, RBDLocation
 
 from cinder_ext import exceptions as exc
-from cinder_ext import faults
+from cinder_ext import steps
 from cinder_ext.ceph import USER_NAMESPACE
 from cinder_ext.clone import Timer, clone_order
-from cinder_ext.delete import CLONED_MARK
+from cinder_ext.footprint import CLONED_MARK, CREATE_MARK
 from cinder_ext.depth import clone_depth
 from cinder_ext.glance import Glance
 from cinder_ext.upload import connect, volume_name
@@ -38,7 +38,6 @@ from cinder_ext.upload import connect, volume_name
 LOG = logging.getLogger(__name__)
 
 GiB = 1 << 30
-CREATE_MARK = "cinder-rbd-clone.creating-from-image"
 
 
 def _rbd_location(glance, image_id):
@@ -176,20 +175,20 @@ def _clone(cluster, backend, pool, name, image_id, loc, size, timer):
                 cluster.clone(loc.pool, loc.image, loc.snapshot, pool, name, order=order,
                               features=cluster.default_features())
                 made = True
-                faults.point("create.cloned")
+                steps.reached("create.cloned")
         with timer.step("mark"):
             cluster.metadata_set(pool, name, CREATE_MARK, _mark("clone", image_id))
         with timer.step("resize"):
             if cluster.info(pool, name)["size"] < size:
                 cluster.resize(pool, name, size)
-            faults.point("create.resized")
+            steps.reached("create.resized")
         flatten = depth > backend.rbd_max_clone_depth
         if flatten and cluster.info(pool, name)["parent"]:
             with timer.step("flatten"):
                 LOG.info("volume %s/%s would be clone %d deep (rbd_max_clone_depth %d): "
                          "flattening it", pool, name, depth, backend.rbd_max_clone_depth)
                 cluster.flatten(pool, name)
-                faults.point("create.flattened")
+                steps.reached("create.flattened")
         with timer.step("mark"):
             cluster.metadata_remove(pool, name, CREATE_MARK)
     except exc.CinderExtError as e:
@@ -209,10 +208,10 @@ def _copy(cluster, glance, pool, name, image_id, size, timer):
             cluster.create(pool, name, size)
             made = True
             cluster.metadata_set(pool, name, CREATE_MARK, _mark("copy", image_id))
-            faults.point("create.copy_created")
+            steps.reached("create.copy_created")
         with timer.step("copy"):
             written = cluster.write_stream(pool, name, glance.download(image_id, 4 << 20))
-            faults.point("create.copy_written")
+            steps.reached("create.copy_written")
         with timer.step("mark"):
             cluster.metadata_remove(pool, name, CREATE_MARK)
     except exc.CinderExtError as e:

@@ -22,14 +22,15 @@ CONTAINER_FORMAT = "container-format-not-bare"
 VOLUME_ENCRYPTED = "volume-encrypted"
 IMAGE_NOT_QUEUED = "image-not-queued"
 CLONE_CHAIN_TOO_DEEP = "clone-chain-too-deep"      # the image would pass rbd_max_clone_depth
-# why a Clone is flattened: CLONE_CHAIN_TOO_DEEP, or the operator asked for it
+UPLOAD_SNAPSHOTS_AT_LIMIT = "upload-snapshots-at-limit"  # the volume holds rbd_max_upload_snapshots
+# why a Clone is flattened: one of the two above, or the operator asked for it
 FLATTEN_REQUESTED = "rbd_flatten_volume_to_image"
 # set by upload.py, not by decide(): the clone was tried, rolled back, and the copy ran
 CLONE_FAILED = "clone-failed"
 
 REASONS = (OPTION_DISABLED, STORES_UNAVAILABLE, STORES_INVALID, STORE_NOT_FOUND, STORE_NOT_RBD,
            STORE_FSID_UNKNOWN, OTHER_CLUSTER, DISK_FORMAT, CONTAINER_FORMAT, VOLUME_ENCRYPTED,
-           IMAGE_NOT_QUEUED, CLONE_CHAIN_TOO_DEEP, CLONE_FAILED)
+           IMAGE_NOT_QUEUED, CLONE_CHAIN_TOO_DEEP, UPLOAD_SNAPSHOTS_AT_LIMIT, CLONE_FAILED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +71,8 @@ def pick_store(stores, requested=None):
 
 
 def decide(enabled, stores_detail, volume, image, local_fsid, requested_store=None,
-           stores_error=None, volume_depth=None, max_clone_depth=None, flatten=False):
+           stores_error=None, volume_depth=None, max_clone_depth=None, flatten=False,
+           upload_snapshots=None, max_upload_snapshots=None):
     """Clone or Copy(reason).
 
     enabled:        enable_clone_optimization
@@ -83,6 +85,7 @@ def decide(enabled, stores_detail, volume, image, local_fsid, requested_store=No
     volume_depth:   parent hops above the volume (create.clone_depth), None if not counted
     max_clone_depth: rbd_max_clone_depth; the image clone sits one hop below the volume
     flatten:        rbd_flatten_volume_to_image: every clone becomes an independent image
+    upload_snapshots: upload snapshots the volume holds; max_upload_snapshots: its bound
     """
     if not enabled:
         return Copy(OPTION_DISABLED, "enable_clone_optimization is off")
@@ -126,6 +129,11 @@ def decide(enabled, stores_detail, volume, image, local_fsid, requested_store=No
         why = dict(flatten=True, reason=CLONE_CHAIN_TOO_DEEP,
                    detail=f"the image would be clone {volume_depth + 1} deep "
                           f"(rbd_max_clone_depth {max_clone_depth})")
+    elif (upload_snapshots is not None and max_upload_snapshots is not None
+            and upload_snapshots >= max_upload_snapshots):
+        why = dict(flatten=True, reason=UPLOAD_SNAPSHOTS_AT_LIMIT,
+                   detail=f"the volume holds {upload_snapshots} upload snapshots "
+                          f"(rbd_max_upload_snapshots {max_upload_snapshots})")
     elif flatten:
         why = dict(flatten=True, reason=FLATTEN_REQUESTED,
                    detail="rbd_flatten_volume_to_image is on")

@@ -50,11 +50,13 @@ from cinder import interface
 from cinder.volume import configuration
 
 from cinder_ext import delete as delete_mod
+from cinder_ext import footprint
 from cinder_ext import exceptions as exc
 from cinder_ext import glance as glance_mod
 from cinder_ext import opts as ext_opts
+from cinder_ext import purge as purge_mod
 from cinder_ext import upload as upload_mod
-from cinder_ext.ceph import Cluster
+from cinder_ext.ceph import Cluster, snapshots_of
 
 LOG = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ LOG = logging.getLogger(__name__)
 # own copy, not to upstream's, so the driver registers only these.
 DRIVER_OPTS = [o for o in ext_opts.CLONE_OPTS
                if o.dest in ("enable_clone_optimization", "rbd_flatten_volume_to_image",
-                             "clone_active_timeout")]
+                             "rbd_max_upload_snapshots", "clone_active_timeout")]
 
 CONF = cfg.CONF
 CONF.register_opts(DRIVER_OPTS, group=configuration.SHARED_CONF_GROUP)
@@ -88,15 +90,16 @@ _GLANCE_AUTH = None
 def _glance_service_auth():
     """The [glance] service credentials' auth plugin, loaded once; None when unset."""
     global _GLANCE_AUTH
-    if _GLANCE_AUTH is None and cfg.CONF[cinder_glance.GLANCE_GROUP].auth_type:
-        _GLANCE_AUTH = ks_loading.load_auth_from_conf_options(cfg.CONF, cinder_glance.GLANCE_GROUP)
+    group = getattr(cinder_glance, "GLANCE_GROUP", None)  # Cinder 26 has no [glance] credentials
+    if _GLANCE_AUTH is None and group and cfg.CONF[group].auth_type:
+        _GLANCE_AUTH = ks_loading.load_auth_from_conf_options(cfg.CONF, group)
     return _GLANCE_AUTH
 
 
-class CinderGlance(glance_mod.Glance):
+class CinderGlance:
     """The calls the clone transaction makes, through Cinder's own Glance client.
 
-    Same interface as cinder_ext.glance.Glance (whose wait_active is reused), but every
+    A cinder_ext.interfaces.GlanceClient, as cinder_ext.glance.Glance is, but every
     call goes through cinder.image.glance: ``glance_api_servers`` or the catalog,
     Cinder's retries and TLS options, and whose credentials:
 
@@ -109,11 +112,9 @@ class CinderGlance(glance_mod.Glance):
       credentials (``privileged_user``), which the ``admin or service`` policy admits.
     """
 
-    # no HTTP plumbing of our own: the parent's __init__ (keystoneauth from our options)
-    # is replaced by Cinder's client
     # privileged: every call with Cinder's [glance] service credentials (the periodic
     # purge, which acts for no user)
-    def __init__(self, context, image_service, privileged=False):  # pylint: disable=super-init-not-called
+    def __init__(self, context, image_service, privileged=False):
         self.context = context
         self.image_service = image_service
         self.client = cinder_glance.GlanceClientWrapper()
@@ -130,9 +131,10 @@ class CinderGlance(glance_mod.Glance):
                 context = copy.copy(self.context)
                 context.user_auth_plugin = auth
                 privileged = False
+        if privileged and hasattr(cinder_glance, "GLANCE_GROUP"):  # none on Cinder 26
+            kwargs["privileged_user"] = True
         try:
-            return _unwrap(self.client.call(context, method, *args,
-                                            privileged_user=privileged, **kwargs))
+            return _unwrap(self.client.call(context, method, *args, **kwargs))
         except Exception as e:  # glanceclient and Cinder errors: one family for the caller
             raise self._translate(op, e) from None
 
@@ -175,12 +177,6 @@ class CinderGlance(glance_mod.Glance):
             return []
         return list(dict(body).get("tasks", []))
 
-    def image_tasks(self, image_id):
-        try:
-            return self.image_tasks_strict(image_id)
-        except exc.GlanceError:
-            return []  # only to tell our task from older ones, never to decide
-
     def sees_every_image(self):
         """True when Cinder's [glance] user has Glance's admin role (every image visible),
         False when it has not, None when Keystone could not tell (ask again later)."""
@@ -195,7 +191,7 @@ class CinderGlance(glance_mod.Glance):
 
     def add_location(self, image_id, url):
         op = f"add location {url} to image {image_id}"
-        before = {t.get("id") for t in self.image_tasks(image_id)}
+        before = {t.get("id") for t in glance_mod.tasks_if_known(self, image_id)}
         # Glance's add-location API (2.17) as the image's owner with Cinder's service
         # token, not Cinder's image_service.add_location: that one authenticates as the
         # [glance] service user alone, to whom a member's private image does not exist.
@@ -209,11 +205,9 @@ class _NativeThreadCeph:
     """Our Ceph adapter with every call run in a native thread (eventlet's tpool), as
     upstream's driver runs librbd (tpool.Proxy): cinder-volume is one eventlet hub, and a
     librbd/librados call made on it blocks every other request, RPC and heartbeat of the
-    service for as long as it takes (a clone's image snapshot waits ~1 s for the monitor).
-    Measured on tools/cloud with 8 clone uploads at once (tests/cloud/test_concurrency.py):
-    without this each upload took ~20 s (serialized on the hub) and a volume create+delete
-    up to 12.5x its idle time; with it ~8 s and ~2.3x. Under threading (no eventlet) the
-    calls run as they are."""
+    service for as long as it takes (a clone's image snapshot waits ~1 s for the monitor),
+    and concurrent uploads would run one after another. Under threading (no eventlet)
+    the calls run as they are."""
 
     def __init__(self, cluster, execute, flatten_limit=None):
         self._cluster = cluster
@@ -357,15 +351,9 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
                 raise self._UploadSnapshotsFound()
         return super()._find_clone_snap(rbd_image)
 
-    def _has_upload_snapshot(self, rbd_image):
-        trash_ns = getattr(self.rbd, "RBD_SNAP_NAMESPACE_TYPE_TRASH", None)
-        for snap in rbd_image.list_snaps():
-            original = snap["name"]
-            if trash_ns is not None and snap.get("namespace") == trash_ns:
-                original = rbd_image.snap_get_trash_namespace(snap["id"])["original_name"]
-            if delete_mod.is_upload_snap(original):
-                return True
-        return False
+    @staticmethod
+    def _has_upload_snapshot(rbd_image):
+        return any(footprint.is_upload_snap(s["original"]) for s in snapshots_of(rbd_image, protected=False))
 
     def delete_volume(self, volume):
         try:
@@ -416,7 +404,7 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
             raise exc.ConfigError("no Glance to ask: glance_api_servers is unset and the "
                                   "[glance] section has no credentials to read the catalog")
         service_type, service_name, endpoint_type = CONF.glance_catalog_info.split(":")
-        region = cfg.CONF[cinder_glance.GLANCE_GROUP].region_name
+        region = getattr(cfg.CONF[cinder_glance.GLANCE_GROUP], "region_name", None)  # Cinder 28+
         url = auth.get_endpoint(ks_session.Session(), service_type=service_type,
                                 service_name=service_name or None,
                                 interface=endpoint_type.replace("URL", ""),
@@ -429,7 +417,7 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
         return ctx
 
     def purge(self):
-        """One run of cinder_ext.delete.purge for this backend: in its pool and in every
+        """One run of cinder_ext.purge.purge for this backend: in its pool and in every
         Glance rbd pool of this cluster (from the stores detail), what deletions left once
         nothing needs it: volumes trashed for their images, Glance's trashed images,
         upload snapshots no clone needs, upstream's <volume>.deleted, and, with deferred
@@ -453,12 +441,12 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
             except Exception as e:  # Keystone or Glance away, or not configured: next run
                 LOG.warning("Purge: cannot read Glance's stores detail (%s); this run "
                             "purges the backend's pool only", e)
-            pools = delete_mod.image_pools(stores, ceph.fsid()) if stores else ()
+            pools = purge_mod.image_pools(stores, ceph.fsid()) if stores else ()
             trusted = glance if pools and self._glance_sees_every_image(glance) else None
-            return delete_mod.purge(ceph, self.configuration.rbd_pool, pools,
-                                    include_unmarked=self.configuration.enable_deferred_deletion,
-                                    glance=trusted, reap_locks=reap,
-                                    scan_limit=VOLUME_SCAN_PER_RUN, scan_after=self._scan_next)
+            return purge_mod.purge(ceph, self.configuration.rbd_pool, pools,
+                                   include_unmarked=self.configuration.enable_deferred_deletion,
+                                   glance=trusted, reap_locks=reap, finish=trusted is not None,
+                                   scan_limit=VOLUME_SCAN_PER_RUN, scan_after=self._scan_next)
         out = self._ceph(run)
         self._scan_next = out["scan_next"]
         if reap:

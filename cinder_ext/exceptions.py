@@ -77,10 +77,6 @@ class CloneIncomplete(CinderExtError):
     """The clone cannot be rolled back safely (Glance may reference it); a retry finishes it."""
 
 
-class FaultInjected(CinderExtError):
-    """Raised at a fault point selected for a test (see cinder_ext.faults)."""
-
-
 class VolumeBusy(CinderExtError):
     """The volume cannot be deleted now (Cinder snapshots, a clone made meanwhile); nothing changed."""
 

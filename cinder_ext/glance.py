@@ -6,6 +6,7 @@ takes identity from X-Identity-Status/X-Roles/X-Project-Id headers (dev, tests).
 Every failure becomes a GlanceError naming the call, the image and Glance's own message.
 """
 
+import dataclasses
 import json
 import logging
 import re
@@ -136,15 +137,6 @@ class Glance:
                     raise
                 time.sleep(0.1)
 
-    def _pauses(self):
-        """Pauses between polls: poll_interval, growing by half up to POLL_CAP. A burst of
-        uploads polls one Glance at once: fixed 50 ms polls (an image GET and a task list
-        each) load the very Glance workers and database that activate the images."""
-        pause = self.poll_interval
-        while True:
-            yield pause
-            pause = min(max(POLL_CAP, self.poll_interval), pause * 1.5)
-
     # -- calls ----------------------------------------------------------------------------
     def stores_detail(self):
         """The parsed body of GET /v2/info/stores/detail (the decision validates it)."""
@@ -187,44 +179,10 @@ class Glance:
         (a Glance without the tasks API registers locations synchronously). Any other
         failure raises: "could not tell" must never read as "nothing running"."""
         op = f"list tasks of image {image_id}"
-        if getattr(self, "session", None) is None:
-            # a subclass with a transport of its own that did not say how it fails
-            raise exc.GlanceError(f"{op}: this Glance client cannot tell a failed task "
-                                  "listing from an empty one", op=op)
         try:
             return self.request("GET", f"/v2/images/{image_id}/tasks", op).json().get("tasks", [])
         except exc.GlanceNotFound:
             return []
-
-    def image_tasks(self, image_id):
-        """Tasks Glance ran on the image, [] when Glance does not tell: only for callers
-        that look (telling our task from older ones), never to decide nothing runs."""
-        try:
-            return self.image_tasks_strict(image_id)
-        except exc.GlanceError as e:
-            LOG.warning("image %s: %s", image_id, e)
-            return []
-
-    def wait_location_tasks(self, image_id, timeout):
-        """Wait, bounded, until no location_import task of the image is pending or running.
-
-        A retry must not clean up a clone that a task of an earlier attempt is registering.
-        Raises GlanceError when the tasks cannot be listed (unknown is not "none running")
-        and GlanceTimeout when one still runs after `timeout`.
-        """
-        deadline = time.monotonic() + timeout
-        pauses = self._pauses()
-        while True:
-            running = [t for t in self.image_tasks_strict(image_id)
-                       if t.get("type") == "location_import"
-                       and t.get("status") in ("pending", "processing")]
-            if not running:
-                return
-            if time.monotonic() >= deadline:
-                raise exc.GlanceTimeout(f"image {image_id}: Glance's location task {running[0].get('id')} "
-                                        f"is still {running[0].get('status')} after {timeout} s",
-                                        op="wait for location task")
-            time.sleep(next(pauses))
 
     def add_location(self, image_id, url):
         """Ask Glance to register url.
@@ -234,7 +192,7 @@ class Glance:
         """
         op = f"add location {url} to image {image_id}"
         # only to tell our task from earlier ones: not knowing them costs nothing here
-        before = {t.get("id") for t in self.image_tasks(image_id)}
+        before = {t.get("id") for t in tasks_if_known(self, image_id)}
         try:
             self.request("POST", f"/v2/images/{image_id}/locations", op, ok=(202, 200),
                          json={"url": url, "validation_data": {}})
@@ -248,33 +206,6 @@ class Glance:
         self.request("PATCH", f"/v2/images/{image_id}", op + " (legacy PATCH)", ok=(200,),
                      data=json.dumps(patch), headers={"Content-Type": PATCH_TYPE})
         return "legacy", before
-
-    def wait_active(self, image_id, timeout, url, tasks_before=()):
-        """Poll until active; raise if Glance's location task fails or the bound passes."""
-        deadline = time.monotonic() + timeout
-        pauses = self._pauses()
-        tasks_listed = 0.0
-        while True:
-            image = self.get_image(image_id)
-            status = image.get("status")
-            if status == "active":
-                return image
-            if status in ("killed", "deleted", "deactivated"):
-                raise exc.GlanceError(f"image {image_id} went {status} while Glance registered "
-                                      f"location {url}", op="wait for active")
-            if status == "queued" and time.monotonic() - tasks_listed >= TASKS_EVERY:
-                tasks_listed = time.monotonic()
-                for task in self.image_tasks(image_id):
-                    if (task.get("id") not in tasks_before and task.get("type") == "location_import"
-                            and task.get("status") == "failure"):
-                        raise exc.LocationRefused(
-                            f"Glance refused location {url} for image {image_id}: "
-                            f"{task.get('message') or 'the location task failed'}",
-                            op="wait for active")
-            if time.monotonic() >= deadline:
-                raise exc.GlanceTimeout(f"image {image_id} is still {status} {timeout} s after "
-                                        f"location {url} was requested", op="wait for active")
-            time.sleep(next(pauses))
 
     def upload(self, image_id, body, size=None, store=None):
         """PUT /v2/images/{id}/file from an iterable of bytes (sent chunked).
@@ -292,3 +223,153 @@ class Glance:
         resp = self.request("GET", f"/v2/images/{image_id}/file", f"download image {image_id}",
                             ok=(200, 204), stream=True)
         yield from resp.iter_content(chunk)
+
+
+# -- polling, on any GlanceClient (cinder_ext.interfaces) ----------------------------------------
+def _pauses(poll_interval):
+    """Pauses between polls: poll_interval, growing by half up to POLL_CAP. A burst of
+    uploads polls one Glance at once: fixed 50 ms polls (an image GET and a task list
+    each) load the very Glance workers and database that activate the images."""
+    pause = poll_interval
+    while True:
+        yield pause
+        pause = min(max(POLL_CAP, poll_interval), pause * 1.5)
+
+
+def tasks_if_known(client, image_id):
+    """The image's tasks, [] when Glance does not tell: only to tell our task from older
+    ones, never to decide that nothing runs."""
+    try:
+        return client.image_tasks_strict(image_id)
+    except exc.GlanceError as e:
+        LOG.warning("image %s: %s", image_id, e)
+        return []
+
+
+def _running_location_tasks(tasks):
+    return [t for t in tasks if t.get("type") == "location_import"
+            and t.get("status") in ("pending", "processing")]
+
+
+def wait_location_tasks(client, image_id, timeout):
+    """Wait, bounded, until no location_import task of the image is pending or running.
+
+    A retry must not clean up a clone that a task of an earlier attempt is registering.
+    Raises GlanceError when the tasks cannot be listed (unknown is not "none running")
+    and GlanceTimeout when one still runs after `timeout`.
+    """
+    deadline = time.monotonic() + timeout
+    pauses = _pauses(client.poll_interval)
+    while True:
+        running = _running_location_tasks(client.image_tasks_strict(image_id))
+        if not running:
+            return
+        if time.monotonic() >= deadline:
+            raise exc.GlanceTimeout(f"image {image_id}: Glance's location task {running[0].get('id')} "
+                                    f"is still {running[0].get('status')} after {timeout} s",
+                                    op="wait for location task")
+        time.sleep(next(pauses))
+
+
+def wait_active(client, image_id, timeout, url, tasks_before=()):
+    """Poll until active; raise if Glance's location task fails or the bound passes."""
+    deadline = time.monotonic() + timeout
+    pauses = _pauses(client.poll_interval)
+    tasks_listed = 0.0
+    while True:
+        image = client.get_image(image_id)
+        status = image.get("status")
+        if status == "active":
+            return image
+        if status in ("killed", "deleted", "deactivated"):
+            raise exc.GlanceError(f"image {image_id} went {status} while Glance registered "
+                                  f"location {url}", op="wait for active")
+        if status == "queued" and time.monotonic() - tasks_listed >= TASKS_EVERY:
+            tasks_listed = time.monotonic()
+            for task in tasks_if_known(client, image_id):
+                if (task.get("id") not in tasks_before and task.get("type") == "location_import"
+                        and task.get("status") == "failure"):
+                    raise exc.LocationRefused(
+                        f"Glance refused location {url} for image {image_id}: "
+                        f"{task.get('message') or 'the location task failed'}",
+                        op="wait for active")
+        if time.monotonic() >= deadline:
+            raise exc.GlanceTimeout(f"image {image_id} is still {status} {timeout} s after "
+                                    f"location {url} was requested", op="wait for active")
+        time.sleep(next(pauses))
+
+
+# -- where an image stands with its locations ---------------------------------------------------
+# One answer for rollback, recovery and purge: may Glance (still, or ever) reference a
+# clone named after this image?
+ACTIVE = "active"            # active: it references its location(s)
+LOCATED = "located"          # not active, but it holds a location already
+REGISTERING = "registering"  # saving, importing, an import task, or a location task running
+IDLE = "idle"                # queued (or killed) with no location and nothing in flight
+GONE = "gone"                # deleted, or 404
+UNKNOWN = "unknown"          # Glance did not tell: treated as in flight by every caller
+
+_IN_FLIGHT = ("saving", "importing", "uploading")
+
+
+def urls_of(image):
+    """Every location URL of an image (its locations and direct_url)."""
+    urls = {loc.get("url") for loc in image.get("locations") or [] if loc.get("url")}
+    if image.get("direct_url"):
+        urls.add(image["direct_url"])
+    return urls
+
+
+@dataclasses.dataclass(frozen=True)
+class LocationState:
+    state: str
+    why: str
+    image: dict = None    # the image as Glance showed it (None: gone or unknown)
+
+    @property
+    def orphaned(self):
+        """Glance will never reference a clone named after the image (unless asked again)."""
+        return self.state in (GONE, IDLE)
+
+    @property
+    def queued_empty(self):
+        """Queued with no location: nothing points at a clone of that name yet."""
+        return (self.image is not None and self.image.get("status") == "queued"
+                and not urls_of(self.image))
+
+    def holds(self, url):
+        return self.image is not None and url in urls_of(self.image)
+
+
+def location_state(client, image_id):
+    """Where image_id stands (a LocationState). Unknown is never read as idle: an error
+    from Glance, a task listing that fails, an import task: all count as in flight."""
+    try:
+        image = client.get_image(image_id)
+    except exc.GlanceNotFound:
+        return LocationState(GONE, "its Glance image is gone (404)")
+    except exc.CinderExtError as e:
+        return LocationState(UNKNOWN, f"Glance did not tell about image {image_id} ({e})")
+    status = image.get("status")
+    if status == "deleted":
+        return LocationState(GONE, "its Glance image is deleted", image)
+    if status == "active":
+        return LocationState(ACTIVE, "its Glance image is active", image)
+    if urls_of(image):
+        return LocationState(LOCATED, f"its Glance image ({status}) has a location", image)
+    if status in _IN_FLIGHT:
+        return LocationState(REGISTERING, f"its Glance image is {status}", image)
+    if image.get("os_glance_import_task"):
+        # Glance's import lock: a location (or data) import holds the image
+        return LocationState(REGISTERING, "its Glance image has import task "
+                             f"{image['os_glance_import_task']} in flight", image)
+    try:
+        running = _running_location_tasks(client.image_tasks_strict(image_id))
+    except exc.CinderExtError as e:
+        return LocationState(UNKNOWN, f"listing the tasks of image {image_id} failed ({e}): "
+                             "may be in flight", image)
+    if running:
+        return LocationState(REGISTERING, f"Glance's location task {running[0].get('id')} is "
+                             f"{running[0].get('status')}", image)
+    return LocationState(IDLE, f"its Glance image is {status} with no location and no task "
+                         "in flight", image)

@@ -9,7 +9,8 @@ snapshots (clone into the Glance pool, flatten, snapshot, register).
 The transaction is CloneUpload's (cinder_ext.clone), one implementation of each step; this
 class adds, between the clone and its snapshot ``snap``:
 
-1. mark the clone (RBD image metadata ``INDEPENDENT_MARK`` = ``<volume pool>/<volume>``):
+1. mark the clone (RBD image metadata ``footprint.INDEPENDENT_MARK``: the volume's pool,
+   name and RBD image id):
    once flattened it has no parent, and the mark is what tells a retry's ``recover()``
    and ``purge`` that it is ours (before, its parent does);
 2. flatten it: librbd copies up each object of the clone from the volume's snapshot,
@@ -35,41 +36,10 @@ import logging
 
 from cinder_ext import clone as clone_mod
 from cinder_ext import exceptions as exc
-from cinder_ext import faults
+from cinder_ext import footprint, steps
 from cinder_ext.ceph import USER_NAMESPACE
 
 LOG = logging.getLogger(__name__)
-
-# RBD image metadata on an independent upload's image: the volume it was made from
-INDEPENDENT_MARK = "cinder-rbd-clone.independent-upload-of"
-
-# fault points of the steps this class adds (cinder_ext.faults), in order; the clone's
-# own (faults.UPLOAD_CLONE_POINTS) come around them
-POINTS = (
-    "independent.marked",
-    "independent.flattened",
-    "independent.volume_snapshot_removed",
-)
-
-
-def mark_value(volume_pool, volume_name):
-    return f"{volume_pool}/{volume_name}"
-
-
-def parse_mark(value):
-    """(volume pool, volume name) from a mark's value, or None if it is not one."""
-    pool, sep, name = (value or "").partition("/")
-    return (pool, name) if sep and pool and name and "/" not in name else None
-
-
-def made_from(ceph, pool, name):
-    """(volume pool, volume name) that the image pool/name was made from, if it is an
-    independent upload's image (flattened: no parent, and our mark); else None. Raises
-    CephNotFound when there is no such image."""
-    marked = parse_mark(ceph.metadata_get(pool, INDEPENDENT_MARK, name=name))
-    if marked is None or ceph.info(pool, name)["parent"]:
-        return None
-    return marked
 
 
 class IndependentUpload(clone_mod.CloneUpload):
@@ -85,22 +55,13 @@ class IndependentUpload(clone_mod.CloneUpload):
         super().__init__(ceph, glance, volume_pool, volume_name, image_id, target,
                          active_timeout=active_timeout, timer=timer, locked=locked,
                          gate_ticket=gate_ticket)
-        self.mark = mark_value(volume_pool, volume_name)
-
-    # -- leftovers: a flattened image of ours has no parent, but our mark ---------------
-    def _clone_is_ours(self):
-        try:
-            if made_from(self.ceph, self.ipool, self.image_id) == (self.vpool, self.volume):
-                return True
-        except exc.CephNotFound:
-            return False
-        return super()._clone_is_ours()
 
     # -- the steps between the clone and its snapshot ------------------------------------
     def _before_image_snapshot(self, undo):
         with self.timer.step("flatten"):
-            self.ceph.metadata_set(self.ipool, self.image_id, INDEPENDENT_MARK, self.mark)
-            faults.point("independent.marked")
+            mark = footprint.independent_mark(self.vpool, self.volume, self._volume_id())
+            self.ceph.metadata_set(self.ipool, self.image_id, footprint.INDEPENDENT_MARK, mark)
+            steps.reached("independent.marked")
             try:
                 self.ceph.flatten(self.ipool, self.image_id)
             except exc.CephError:
@@ -109,7 +70,7 @@ class IndependentUpload(clone_mod.CloneUpload):
                 if self.ceph.info(self.ipool, self.image_id)["parent"]:
                     raise
                 LOG.info("%s/%s: flattened by another client meanwhile", self.ipool, self.image_id)
-            faults.point("independent.flattened")
+            steps.reached("independent.flattened")
         with self.timer.step("volume_snapshot_remove"):
             # clone v2: Ceph dropped the trashed snapshot when flatten detached its last
             # clone; clone v1: it is a protected user snapshot, nothing depends on it now
@@ -120,7 +81,22 @@ class IndependentUpload(clone_mod.CloneUpload):
                     self.ceph.remove_snap(self.vpool, self.volume, self.vsnap)
                 elif not self.ceph.snap_has_children(self.vpool, s["id"], name=self.volume):
                     self.ceph.remove_snap_by_id(self.vpool, s["id"], name=self.volume)
-            faults.point("independent.volume_snapshot_removed")
+            steps.reached("independent.volume_snapshot_removed")
 
     def result(self, api=None):
         return dict(super().result(api=api), independent=True)
+
+
+def flatten_uploads(cluster, volume_pool, image_pools, concurrency=3, dry_run=False):
+    """Make every clone-uploaded image independent of its volume (flatten inside Ceph,
+    at most `concurrency` at a time), as an operator does before going back to
+    upstream's driver or removing this package. Idempotent; an upload in flight is left
+    to finish. Returns {'images': [...], 'count', 'flattened'} (dry_run: nothing done)."""
+    found = footprint.clone_uploads(cluster, volume_pool, image_pools)
+    images = [f"{d['pool']}/{d['image']}" + (" (in trash)" if d["trash"] else "")
+              + f" <- {d['volume']}" for d in found]
+    if not dry_run:
+        from cinder_ext.delete import flatten_all
+        flatten_all(cluster, found, concurrency)
+    return {"images": images, "count": len(found), "flattened": 0 if dry_run else len(found),
+            "dry_run": dry_run}

@@ -102,6 +102,16 @@ CLONE_OPTS = [
                      'would exceed rbd_max_clone_depth take this path even '
                      'when this option is off. No effect when '
                      'enable_clone_optimization is off.'),
+    cfg.IntOpt('rbd_max_upload_snapshots', default=100, min=1,
+               help='Most snapshots that clone uploads keep on one volume '
+                    '(each clone-uploaded image reads through one snapshot '
+                    'of its volume). When a volume holds this many, its '
+                    'next uploads become independent images, as with '
+                    'rbd_flatten_volume_to_image, until images of it are '
+                    'deleted. Every snapshot of a volume adds to each '
+                    'write to it, and the kernel RBD client maps no image '
+                    'with more than 510 snapshots. No effect when '
+                    'enable_clone_optimization is off.'),
     cfg.IntOpt('clone_active_timeout', default=60, min=1,
                help='Seconds to wait, after registering a cloned image\'s '
                     'location, for Glance to make the image active before '

@@ -26,7 +26,10 @@ from cinder_ext import clone as clone_mod
 from cinder_ext import copy as copy_mod
 from cinder_ext import decision
 from cinder_ext import exceptions as exc
+from cinder_ext import footprint
+from cinder_ext import glance as glance_mod
 from cinder_ext import independent
+from cinder_ext import locks
 from cinder_ext import snapshot_gate
 from cinder_ext.depth import clone_depth
 from cinder_ext.glance import Glance
@@ -63,8 +66,8 @@ def upload_volume(conf, backend, volume, image_id, store_id=None, encrypted=None
     cluster = cluster or connect(backend)
 
     def copy(image, size):
-        # a delete waits while the copy reads the volume (clone.VolumeLock)
-        with clone_mod.volume_lock_for_upload(cluster, pool, name):
+        # a delete waits while the copy reads the volume (locks.VolumeLock)
+        with locks.volume_lock_for_upload(cluster, pool, name):
             read_size = backend.image_upload_read_size << 20
             if image.get("disk_format") in copy_mod.QEMU_FORMATS:
                 return copy_mod.convert_volume_to_image(
@@ -92,7 +95,7 @@ def run_upload(ceph, glance, options, name, image_id, copy, copier, store_id=Non
     ceph:       a connected Ceph adapter (cinder_ext.ceph.Cluster's methods)
     glance:     a Glance client (cinder_ext.glance.Glance's methods)
     options:    enable_clone_optimization, rbd_flatten_volume_to_image, rbd_pool,
-                rbd_max_clone_depth, clone_active_timeout
+                rbd_max_clone_depth, rbd_max_upload_snapshots, clone_active_timeout
     copy:       copy(image, size) -> bytes sent; the streaming upload, called once at most
     copier:     names the copy in the log line ('ours' | 'upstream')
     encrypted:  the volume's known state, or None to look for a LUKS header
@@ -114,7 +117,7 @@ def _run_upload(ceph, glance, options, name, image_id, copy, copier, store_id, e
     with timer.step("fetch"):
         size = ceph.info(pool, name)["size"]
         image = _image(glance, image_id, image_meta)
-        stores, stores_error, depth, fsid = None, None, None, None
+        stores, stores_error, depth, fsid, upload_snaps = None, None, None, None, None
         if enabled:
             if encrypted is None:
                 encrypted = ceph.head(pool, name, 6).startswith(ceph_mod.LUKS_MAGIC)
@@ -130,12 +133,16 @@ def _run_upload(ceph, glance, options, name, image_id, copy, copier, store_id, e
             except exc.CephError as e:
                 LOG.warning("Upload of volume %s/%s: cannot count its clone depth (%s)",
                             pool, name, e)
+            upload_snaps = sum(footprint.is_upload_snap(s["original"])
+                               for s in ceph.snaps(pool, name, protected=False))
     vol = decision.Volume(name, encrypted=bool(encrypted))
 
     def decide(img):
         choice = decision.decide(enabled, stores, vol, img, fsid, store_id, stores_error,
                                  volume_depth=depth, max_clone_depth=options.rbd_max_clone_depth,
-                                 flatten=options.rbd_flatten_volume_to_image)
+                                 flatten=options.rbd_flatten_volume_to_image,
+                                 upload_snapshots=upload_snaps,
+                                 max_upload_snapshots=options.rbd_max_upload_snapshots)
         if depth is None and isinstance(choice, decision.Clone) and not choice.flatten:
             # unknown depth is not a licence to deepen the chain: an independent image
             # has no chain at all
@@ -148,8 +155,8 @@ def _run_upload(ceph, glance, options, name, image_id, copy, copier, store_id, e
     lock = None
     if isinstance(choice, decision.Clone):
         # one upload per image id: a second one would remove this one's clone as
-        # the leftover of an earlier attempt (clone.ImageLock)
-        lock = clone_mod.ImageLock(ceph, choice.pool, image_id)
+        # the leftover of an earlier attempt (locks.ImageLock)
+        lock = locks.ImageLock(ceph, choice.pool, image_id)
         try:
             lock.__enter__()  # UploadInProgress (a live holder) goes to the caller
         except exc.CephError as e:  # e.g. no write caps on the Glance pool
@@ -160,7 +167,7 @@ def _run_upload(ceph, glance, options, name, image_id, copy, copier, store_id, e
             # a retry after a crash that happened once the location was requested: let
             # Glance's task of the earlier attempt finish before judging the image
             with timer.step("fetch"):
-                glance.wait_location_tasks(image_id, options.clone_active_timeout)
+                glance_mod.wait_location_tasks(glance, image_id, options.clone_active_timeout)
                 image = _image(glance, image_id, image_meta)
             choice = decide(image)
         if isinstance(choice, decision.Copy) and choice.reason == decision.IMAGE_NOT_QUEUED:
@@ -225,13 +232,6 @@ def _image(glance, image_id, image_meta):
         return image_meta
 
 
-def _locations(image):
-    urls = {loc.get("url") for loc in image.get("locations") or []}
-    if image.get("direct_url"):
-        urls.add(image["direct_url"])
-    return urls
-
-
 def _finished_earlier(ceph, glance, options, pool, name, image_id, image, decide, timer):
     """(Clone, location) if an earlier attempt of this volume's upload to image_id got as far as
     Glance importing or activating it (the CLI retries with the same id; Cinder never
@@ -242,20 +242,17 @@ def _finished_earlier(ceph, glance, options, pool, name, image_id, image, decide
     if not isinstance(again, decision.Clone):
         return None
     url = clone_mod.image_location(again, image_id).url
-    if image.get("status") == "active" and url not in _locations(image):
+    if image.get("status") == "active" and url not in glance_mod.urls_of(image):
         return None
-    parent = ceph.info(again.pool, image_id)["parent"]
-    if parent:
-        ours = (parent["pool"], parent["image"]) == (pool, name)
-    else:  # flattened: an independent image of this volume carries its mark
-        ours = independent.made_from(ceph, again.pool, image_id) == (pool, name)
-    if not ours:
-        raise exc.CinderExtError(
-            f"image {image_id} is already {image.get('status')} and holds "
-            + (f"a clone of {parent['pool']}/{parent['image']}" if parent else "another image")
-            + f", not of {pool}/{name}; not uploading over it")
+    found = footprint.upload_of(ceph, pool, again.pool, image_id)
+    if found is None or not found.is_of(pool, name, ceph.info(pool, name)["id"]):
+        held = (f"a clone of {found.volume_pool}/{found.volume}" if found and found.kind ==
+                footprint.CLONE else f"an image of {found.volume_pool}/{found.volume}" if found
+                else "another image")
+        raise exc.CinderExtError(f"image {image_id} is already {image.get('status')} and holds "
+                                 f"{held}, not of {pool}/{name}; not uploading over it")
     with timer.step("active"):
-        glance.wait_active(image_id, options.clone_active_timeout, url)
+        glance_mod.wait_active(glance, image_id, options.clone_active_timeout, url)
     LOG.info("Upload of volume %s/%s to image %s: finished by an earlier attempt",
              pool, name, image_id)
     return again, url

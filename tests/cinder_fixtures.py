@@ -22,6 +22,7 @@ import rados
 import rbd
 
 from cinder_ext import clone
+from cinder_ext import locks
 from cinder_ext import opts
 from cinder_ext.glance import Glance
 from cinder_ext.upload import upload_volume
@@ -30,6 +31,33 @@ __all__ = ["cinder_env", "glance_proxy", "legacy_glance_peer", "CinderEnv", "MiB
 
 MiB = 1 << 20
 GiB = 1 << 30
+
+
+@contextlib.contextmanager
+def _in_lock_namespace(io):
+    io.set_namespace(locks.LOCK_NAMESPACE)
+    try:
+        yield io
+    finally:
+        io.set_namespace("")
+
+
+def lock_objects(io):
+    """The lock objects (cinder_ext.locks) of a raw rados ioctx's pool."""
+    with _in_lock_namespace(io):
+        return sorted(o.key for o in io.list_objects() if o.key.startswith(locks.LOCK_PREFIX))
+
+
+def lock_holders(io, obj):
+    """The holders of a lock object, read with the raw cls call (no cinder_ext.ceph)."""
+    from cinder_ext.ceph import _cls_header, _cls_string, _decode_lock_info
+    with _in_lock_namespace(io):
+        try:
+            ret, out = io.execute(obj, "lock", "get_info",
+                                  _cls_header(_cls_string(locks.LOCK_NAME)), length=65536)
+        except rados.ObjectNotFound:
+            return []
+    return _decode_lock_info(out[:ret] if ret and ret > 0 else out)
 
 
 def _sha(chunks):
@@ -59,14 +87,14 @@ class CinderEnv:
         t0 = time.monotonic()
         deadline = t0 + (timeout or self.cluster.watch_timeout + 15)
         if names:
-            objects = [(pool, clone.lock_object(n)) for n in names for pool in (self.vpool, self.ipool)]
+            objects = [(pool, locks.lock_object(n)) for n in names for pool in (self.vpool, self.ipool)]
         else:  # every lock object of both pools
-            objects = [(pool, o.key) for pool in (self.vpool, self.ipool)
-                       for o in self.io[pool].list_objects() if o.key.startswith(clone.LOCK_PREFIX)]
+            objects = [(pool, o) for pool in (self.vpool, self.ipool)
+                       for o in lock_objects(self.io[pool])]
         while True:
             watched = [f"{pool}/{obj}" for pool, obj in objects
-                       if self.cluster.admin("rados", "-p", pool, "listwatchers", obj,
-                                             check=False).strip()]
+                       if self.cluster.admin("rados", "-p", pool, "-N", locks.LOCK_NAMESPACE,
+                                             "listwatchers", obj, check=False).strip()]
             if not watched:
                 return time.monotonic() - t0
             assert time.monotonic() < deadline, f"leases never ended: {watched}"
@@ -150,7 +178,7 @@ request_timeout = 60
     def cli(self, *args, env=None, timeout=300):
         e = dict(os.environ)
         e.update(env or {})
-        proc = subprocess.run([sys.executable, "-m", "cinder_ext.cli", *args],
+        proc = subprocess.run([sys.executable, "-m", "tests.fault_injection", "cinder_ext.cli", *args],
                               capture_output=True, text=True, env=e, timeout=timeout)
         if proc.returncode == -9:  # killed: what comes next finds it dead once its leases end
             self.wait_for_leases_to_end()

@@ -25,6 +25,9 @@ def pytest_configure(config):
     os.environ.update(HOME=home, XDG_CONFIG_HOME=os.path.join(home, ".config"),
                       XDG_CACHE_HOME=os.path.join(home, ".cache"),
                       XDG_DATA_HOME=os.path.join(home, ".local", "share"))
+    # the step boundaries of cinder_ext crash or fail where a test selects one
+    from tests import fault_injection
+    fault_injection.install()
 
 
 def pytest_unconfigure(config):

@@ -1,4 +1,5 @@
-"""glance-info-api deployed beside Glance as the README says (issue 17).
+"""glance-info-api deployed beside Glance as the install guide says (issue 17;
+doc/source/install/glance-info-api.rst).
 
 It reads the operator's glance-api.conf unmodified, yet listens on its own port
 and logs to its own place; every store's fsid is read before the first request;

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from cinder_ext import faults
+from tests import fault_injection
 from cinder_ext.depth import clone_depth
 from cinder_ext.upload import connect
 from tests.cinder_fixtures import *  # noqa: F401,F403  (fixtures)
@@ -170,7 +170,7 @@ def test_create_killed_at_each_step_is_finished_by_a_retry(cinder_env, created, 
     image_id = _clone_upload(env, conf, vol)
     name = _new_volume(env, created)
     args = ("--config-file", conf, "create-volume", image_id, name, "--size", str(32 / 1024))
-    crashed = env.cli(*args, env={faults.ENV_POINT: point})
+    crashed = env.cli(*args, env={fault_injection.ENV_POINT: point})
     assert crashed.returncode == -9, crashed.stderr
     out = _json(env.cli(*args))
     assert out["method"] == "clone" and out["resumed"] and out["flattened"]
@@ -191,7 +191,7 @@ def test_copy_killed_at_each_step_is_redone_by_a_retry(cinder_env, created, poin
     env.glance().upload(image_id, iter([data]), store="fast")
     name = _new_volume(env, created)
     args = ("--config-file", conf, "create-volume", image_id, name, "--size", str(1 / 1024))
-    assert env.cli(*args, env={faults.ENV_POINT: point}).returncode == -9
+    assert env.cli(*args, env={fault_injection.ENV_POINT: point}).returncode == -9
     out = _json(env.cli(*args))
     assert out["method"] == "copy" and out["resumed"]
     with _ceph(env, conf) as c:

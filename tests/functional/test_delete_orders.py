@@ -14,6 +14,7 @@ import rados
 import rbd
 
 from cinder_ext import delete
+from cinder_ext import purge as purge_mod
 from cinder_ext.create import create_volume_from_image
 from cinder_ext.glance import Glance
 from cinder_ext.upload import connect
@@ -92,7 +93,7 @@ def test_every_deletion_order_succeeds_and_one_purge_leaves_nothing(cinder_env, 
             for item in order:
                 chain.delete(item)
                 chain.check_survivors()
-            out = delete.purge(cluster, env.vpool, [env.ipool], glance=glance)
+            out = purge_mod.purge(cluster, env.vpool, [env.ipool], glance=glance)
             purge_seconds.append(out["seconds"])
             after = env.pool_state()
             if after != before:
@@ -136,7 +137,7 @@ def test_glance_cannot_finish_what_cinders_purge_does(cinder_env, glance_peer, c
             g.shutdown()
         chain.delete("volume-from-image")
         # the image left by Glance in its trash is now needed by nothing: Cinder's purge
-        out = delete.purge(cluster, env.vpool, [env.ipool], glance=Glance(conf))
+        out = purge_mod.purge(cluster, env.vpool, [env.ipool], glance=Glance(conf))
         assert out["removed"] == [f"{env.ipool}/{chain.i}"], out
         assert out["reasons"][f"{env.ipool}/{chain.i}"].startswith("Glance deleted it")
         # the source volume lost its only dependent: a plain remove now
@@ -191,7 +192,7 @@ def test_a_deleted_volume_with_clones_and_images_is_gone_after_one_purge(cinder_
     assert deleted in env.pool_state()[env.vpool]["images"]
     with connect(backend) as cluster:
         # the driver's call (no volume scan) reclaims it too
-        out = delete.purge(cluster, env.vpool, [env.ipool], scan_volumes=False, glance=Glance(conf))
+        out = purge_mod.purge(cluster, env.vpool, [env.ipool], scan_volumes=False, glance=Glance(conf))
     assert out["removed"] == [f"{env.vpool}/{deleted}"], out
     assert env.pool_state() == env.baseline
 
@@ -212,14 +213,14 @@ def test_deleting_the_image_first_then_purge_with_the_volume_kept(cinder_env, gl
         chain.delete("image")
         chain.delete("source-volume")
         chain.check_survivors()
-        out = delete.purge(cluster, env.vpool, [env.ipool], glance=Glance(conf))
+        out = purge_mod.purge(cluster, env.vpool, [env.ipool], glance=Glance(conf))
         assert out["removed"] == []
         kept = {k["image"]: k["reason"] for k in out["kept"]}
         assert "clones depend on it" in kept[f"{env.ipool}/{chain.i}"]
         assert "clones depend on it" in kept[f"{env.vpool}/{chain.v}"]
         chain.delete("volume-from-image")
         t0 = time.monotonic()
-        out = delete.purge(cluster, env.vpool, [env.ipool], glance=Glance(conf))
+        out = purge_mod.purge(cluster, env.vpool, [env.ipool], glance=Glance(conf))
         print(f"purge after the last dependent went: {time.monotonic() - t0:.3f} s, "
               f"removed {out['removed']}")
         assert sorted(out["removed"]) == sorted([f"{env.ipool}/{chain.i}", f"{env.vpool}/{chain.v}"])
@@ -299,7 +300,7 @@ def test_image_volume_snapshot_volume_image_chains_in_many_orders(cinder_env, gl
             for item in order:
                 chain.delete(item)
                 chain.check_survivors()
-            delete.purge(cluster, env.vpool, [env.ipool], glance=glance)
+            purge_mod.purge(cluster, env.vpool, [env.ipool], glance=glance)
             if env.pool_state() != before:
                 leftovers.append((order, env.new_state(before)))
     print(f"{len(orders)} orders of the 5-link chain, {len(leftovers)} leftovers")

@@ -17,7 +17,9 @@ import pytest
 import rados
 import rbd
 
-from cinder_ext import delete, faults
+from cinder_ext import delete, steps
+from cinder_ext import purge as purge_mod
+from tests import fault_injection
 from cinder_ext.upload import connect
 from tests.cinder_fixtures import *  # noqa: F401,F403  (fixtures)
 from tests.cinder_fixtures import GiB, MiB
@@ -139,7 +141,7 @@ def test_a_delete_is_constant_time(cinder_env):
         _wait_hashed(env, image_id)
         assert env.glance().delete_image(image_id) is None
     with connect(backend) as cluster:
-        out = delete.purge(cluster, env.vpool, [env.ipool])
+        out = purge_mod.purge(cluster, env.vpool, [env.ipool])
     assert len(out["removed"]) == 6 and out["kept"] == []
     assert env.pool_state() == env.baseline
 
@@ -195,7 +197,7 @@ def test_a_delete_killed_at_each_step_is_finished_by_a_retry(cinder_env, glance_
     vol, image_id = _clone_upload(env, conf)
     sha = env.volume_sha(vol)
     crashed = env.cli("--config-file", conf, "delete-volume", vol, "--mode", mode,
-                      env={faults.ENV_POINT: point})
+                      env={fault_injection.ENV_POINT: point})
     assert crashed.returncode == -9, crashed.stderr
     # never half gone: whole under its name, or whole in the trash
     state = env.pool_state()[env.vpool]
@@ -215,7 +217,7 @@ def test_a_delete_killed_at_each_step_is_finished_by_a_retry(cinder_env, glance_
     assert env.pool_state() == env.baseline
 
 
-@pytest.mark.parametrize("point", faults.PURGE_POINTS)
+@pytest.mark.parametrize("point", steps.PURGE)
 def test_a_purge_killed_at_each_step_is_finished_by_the_next(cinder_env, glance_peer, point):
     env = cinder_env
     conf = env.conf()
@@ -223,7 +225,7 @@ def test_a_purge_killed_at_each_step_is_finished_by_the_next(cinder_env, glance_
     assert _json(env.cli("--config-file", conf, "delete-volume", vol))["action"] == "trashed"
     _wait_hashed(env, image_id)
     assert _delete_image(glance_peer, image_id).status == 204
-    crashed = env.cli("--config-file", conf, "purge", env={faults.ENV_POINT: point})
+    crashed = env.cli("--config-file", conf, "purge", env={fault_injection.ENV_POINT: point})
     assert crashed.returncode == -9, crashed.stderr
     _json(env.cli("--config-file", conf, "purge"))
     assert env.pool_state() == env.baseline

@@ -22,8 +22,9 @@ import pytest
 import rados
 
 from tests.cinder_fixtures import *  # noqa: F401,F403  (fixtures)
-from tests.cinder_fixtures import MiB
-from cinder_ext import clone
+from tests.cinder_fixtures import MiB, lock_holders, lock_objects
+from cinder_ext import locks
+from cinder_ext import locks
 from cinder_ext import delete as delete_mod
 from cinder_ext.ceph import Cluster
 from cinder_ext.upload import connect
@@ -35,13 +36,13 @@ HOLDER = r"""
 import json, sys
 from cinder_ext.ceph import Cluster
 from cinder_ext.upload import connect
-from cinder_ext import clone
+from cinder_ext import locks
 conf, user, pool, kind, what = sys.argv[1:6]
 c = Cluster(conf, user).connect()
 if kind == "image":
-    lock = clone.ImageLock(c, pool, what)
+    lock = locks.ImageLock(c, pool, what)
 else:
-    lock = clone.VolumeLock(c, pool, what, shared=(kind == "shared"))
+    lock = locks.VolumeLock(c, pool, what, shared=(kind == "shared"))
 lock.__enter__()
 print(json.dumps({"gid": c.instance_id, "addr": c.client.get_addrs(), "pid": __import__("os").getpid()}),
       flush=True)
@@ -61,16 +62,16 @@ print("released", flush=True)
 CYCLER = r"""
 import json, sys
 from cinder_ext.ceph import Cluster
-from cinder_ext import clone
+from cinder_ext import locks
 conf, user, pool, what, cycles = sys.argv[1:6]
 c = Cluster(conf, user).connect()
 print(json.dumps({"gid": c.instance_id, "addr": c.client.get_addrs()}), flush=True)
 taken = 0
 for _ in range(int(cycles)):
     try:
-        with clone.VolumeLock(c, pool, what, shared=False, wait=30):
+        with locks.VolumeLock(c, pool, what, shared=False, wait=30):
             taken += 1
-    except clone.VolumeLocked:
+    except locks.VolumeLocked:
         pass
 c.close()
 print(json.dumps({"taken": taken}), flush=True)
@@ -99,8 +100,7 @@ def cinder(ceph_cluster):
         c.close()
 
 
-def _lock_objects(io):
-    return sorted(o.key for o in io.list_objects() if o.key.startswith(clone.LOCK_PREFIX))
+_lock_objects = lock_objects
 
 
 def _directory_xattrs(io):
@@ -110,14 +110,7 @@ def _directory_xattrs(io):
         return 0
 
 
-def _holders(io, obj):
-    from cinder_ext.ceph import _cls_header, _cls_string, _decode_lock_info
-    try:
-        ret, out = io.execute(obj, "lock", "get_info", _cls_header(_cls_string(clone.LOCK_NAME)),
-                              length=65536)
-    except rados.ObjectNotFound:
-        return []
-    return _decode_lock_info(out[:ret] if ret and ret > 0 else out)
+_holders = lock_holders
 
 
 class Holder:
@@ -175,7 +168,7 @@ def test_a_lock_is_its_own_object_gone_on_release(ceph_cluster, cinder, admin):
     pool = ceph_cluster.glance_pool
     before = _directory_xattrs(admin[pool])
     others = _lock_objects(admin[pool])  # killed holders of other tests: not this test's
-    lock = clone.ImageLock(cinder, pool, "lock-object-test").__enter__()
+    lock = locks.ImageLock(cinder, pool, "lock-object-test").__enter__()
     assert _lock_objects(admin[pool]) == sorted(others + ["rbd_clone_lock.lock-object-test"])
     (h,) = _holders(admin[pool], "rbd_clone_lock.lock-object-test")
     assert h["gid"] == cinder.instance_id and h["addr"]
@@ -190,11 +183,11 @@ def test_lock_cycles_leave_no_xattrs_and_no_lock_objects(ceph_cluster, cinder, a
     others = {p: _lock_objects(admin[p]) for p in admin}
     t0 = time.monotonic()
     for i in range(LOCK_CYCLES):
-        with clone.ImageLock(cinder, ipool, f"cycle-{i}"):
+        with locks.ImageLock(cinder, ipool, f"cycle-{i}"):
             pass
-        with clone.VolumeLock(cinder, vpool, f"volume-cycle-{i}", shared=True):
+        with locks.VolumeLock(cinder, vpool, f"volume-cycle-{i}", shared=True):
             pass
-        with clone.VolumeLock(cinder, vpool, f"volume-cycle-{i}", shared=False):
+        with locks.VolumeLock(cinder, vpool, f"volume-cycle-{i}", shared=False):
             pass
     took = time.monotonic() - t0
     print(f"{LOCK_CYCLES} cycles of (upload lock, shared + exclusive volume lock): {took:.2f} s; "
@@ -265,7 +258,7 @@ def test_a_holder_in_another_pid_namespace_is_alive(ceph_cluster, cinder, admin,
     prefix = _pidns_prefix()
     pool = ceph_cluster.glance_pool if kind == "image" else ceph_cluster.cinder_pool
     what = f"pidns-{kind}-{os.getpid()}"
-    obj = clone.lock_object(what)
+    obj = locks.lock_object(what)
     holder = Holder(ceph_cluster, tmp_path, pool, kind, what, prefix=prefix)
     assert holder.info["pid"] == 1  # the namespace's init: on this host's /proc, another process
     try:
@@ -273,11 +266,11 @@ def test_a_holder_in_another_pid_namespace_is_alive(ceph_cluster, cinder, admin,
         probes = 0
         while True:
             if kind == "image":
-                with pytest.raises(clone.UploadInProgress, match="another upload to it"):
-                    clone.ImageLock(cinder, pool, what).__enter__()
+                with pytest.raises(locks.UploadInProgress, match="another upload to it"):
+                    locks.ImageLock(cinder, pool, what).__enter__()
             else:
-                with pytest.raises(clone.VolumeLocked, match="in progress"):
-                    clone.VolumeLock(cinder, pool, what, shared=True, wait=0.5).__enter__()
+                with pytest.raises(locks.VolumeLocked, match="in progress"):
+                    locks.VolumeLock(cinder, pool, what, shared=True, wait=0.5).__enter__()
             probes += 1
             (h,) = _holders(admin[pool], obj)  # its lock, untouched
             assert h["gid"] == holder.info["gid"]
@@ -302,10 +295,10 @@ def test_a_killed_holder_stops_blocking_within_the_lease(ceph_cluster, cinder, a
     holder = Holder(ceph_cluster, tmp_path, pool, "exclusive", what, prefix=prefix)
     holder.kill()
     t0 = time.monotonic()
-    lock = clone.VolumeLock(cinder, pool, what, shared=False, wait=60).__enter__()
+    lock = locks.VolumeLock(cinder, pool, what, shared=False, wait=60).__enter__()
     took = time.monotonic() - t0
     try:
-        (h,) = _holders(admin[pool], clone.lock_object(what))
+        (h,) = _holders(admin[pool], locks.lock_object(what))
         assert h["gid"] == cinder.instance_id  # ours now, the dead one's broken
         blocklist = ceph_cluster.admin("ceph", "osd", "blocklist", "ls")
         assert holder.info["addr"].split("/")[-1] in blocklist, blocklist
@@ -313,7 +306,7 @@ def test_a_killed_holder_stops_blocking_within_the_lease(ceph_cluster, cinder, a
         lock.__exit__()
     print(f"a killed holder ({where}) stopped blocking after {took:.2f} s")
     assert took < ceph_cluster.watch_timeout + 10, took
-    assert clone.lock_object(what) not in _lock_objects(admin[pool])
+    assert locks.lock_object(what) not in _lock_objects(admin[pool])
 
 
 def test_reap_removes_what_dead_holders_left_and_only_that(ceph_cluster, cinder, admin, tmp_path):
@@ -321,27 +314,27 @@ def test_reap_removes_what_dead_holders_left_and_only_that(ceph_cluster, cinder,
     Cinder then deleted) leaves its lock object; reap_lock_objects (for purge) removes it,
     and leaves a live holder's."""
     pool = ceph_cluster.glance_pool
-    clone.reap_lock_objects(cinder, pool)  # what killed holders of other tests left
+    locks.reap_lock_objects(cinder, pool)  # what killed holders of other tests left
     dead = Holder(ceph_cluster, tmp_path, pool, "image", f"reap-dead-{os.getpid()}")
     live = Holder(ceph_cluster, tmp_path, pool, "image", f"reap-live-{os.getpid()}")
     try:
         dead.kill()
         # dead for Ceph once the OSD drops its watch (osd_client_watch_timeout)
-        dead_obj = clone.lock_object(f"reap-dead-{os.getpid()}")
+        dead_obj = locks.lock_object(f"reap-dead-{os.getpid()}")
         deadline = time.monotonic() + ceph_cluster.watch_timeout + 15
-        while dead.info["gid"] in cinder.list_watchers(pool, dead_obj):
+        while dead.info["gid"] in cinder.list_watchers(pool, dead_obj, namespace=locks.LOCK_NAMESPACE):
             assert time.monotonic() < deadline, "the OSD kept a killed client's watch"
             time.sleep(0.5)
         assert _lock_objects(admin[pool]) == sorted(
-            [clone.lock_object(f"reap-dead-{os.getpid()}"), clone.lock_object(f"reap-live-{os.getpid()}")])
-        removed = clone.reap_lock_objects(cinder, pool)
-        assert removed == [f"{pool}/{clone.lock_object(f'reap-dead-{os.getpid()}')}"]
-        assert _lock_objects(admin[pool]) == [clone.lock_object(f"reap-live-{os.getpid()}")]
-        (h,) = _holders(admin[pool], clone.lock_object(f"reap-live-{os.getpid()}"))
+            [locks.lock_object(f"reap-dead-{os.getpid()}"), locks.lock_object(f"reap-live-{os.getpid()}")])
+        removed = locks.reap_lock_objects(cinder, pool)
+        assert removed == [f"{pool}/{locks.lock_object(f'reap-dead-{os.getpid()}')}"]
+        assert _lock_objects(admin[pool]) == [locks.lock_object(f"reap-live-{os.getpid()}")]
+        (h,) = _holders(admin[pool], locks.lock_object(f"reap-live-{os.getpid()}"))
         assert h["gid"] == live.info["gid"]
     finally:
         live.release()
-    assert clone.lock_object(f"reap-live-{os.getpid()}") not in _lock_objects(admin[pool])
+    assert locks.lock_object(f"reap-live-{os.getpid()}") not in _lock_objects(admin[pool])
 
 
 def _blocklist(ceph_cluster):
@@ -368,10 +361,10 @@ def _paused_within_lease(ceph_cluster, cinder, admin, pool, what, holder):
     t0 = time.monotonic()
     try:
         # one look, well inside the lease
-        with pytest.raises(clone.VolumeLocked, match="in progress"):
-            clone.VolumeLock(cinder, pool, what, shared=False, wait=0).__enter__()
+        with pytest.raises(locks.VolumeLocked, match="in progress"):
+            locks.VolumeLock(cinder, pool, what, shared=False, wait=0).__enter__()
         assert time.monotonic() - t0 < ceph_cluster.watch_timeout, "the test overran the lease"
-        (h,) = _holders(admin[pool], clone.lock_object(what))
+        (h,) = _holders(admin[pool], locks.lock_object(what))
         assert h["gid"] == holder.info["gid"]
         assert _addr(holder.info) not in _blocklist(ceph_cluster)
     finally:
@@ -394,10 +387,10 @@ def test_a_holder_paused_past_its_lease_is_fenced_and_fails_its_own_operation(
 def _paused_past_lease(ceph_cluster, cinder, admin, pool, what, holder):
     holder.signal(signal.SIGSTOP)
     try:
-        lock = clone.VolumeLock(cinder, pool, what, shared=False,
+        lock = locks.VolumeLock(cinder, pool, what, shared=False,
                                 wait=ceph_cluster.watch_timeout * 3).__enter__()
         try:
-            (h,) = _holders(admin[pool], clone.lock_object(what))
+            (h,) = _holders(admin[pool], locks.lock_object(what))
             assert h["gid"] == cinder.instance_id
             assert _addr(holder.info) in _blocklist(ceph_cluster)
         finally:

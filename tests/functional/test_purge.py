@@ -18,13 +18,16 @@ import pytest
 import rados
 import rbd
 
-from cinder_ext import delete, faults
-from cinder_ext.clone import ImageLock
+from cinder_ext import delete
+from cinder_ext import purge as purge_mod
+from cinder_ext import footprint
+from tests import fault_injection
+from cinder_ext.locks import ImageLock
 from cinder_ext.create import CLONED_MARK
 from cinder_ext.glance import Glance
 from cinder_ext.upload import connect
 from tests.cinder_fixtures import *  # noqa: F401,F403  (fixtures)
-from tests.cinder_fixtures import MiB
+from tests.cinder_fixtures import MiB, lock_holders, lock_objects
 from tests.functional.test_upload_clone import _wait_hashed
 
 
@@ -37,7 +40,7 @@ def _json(proc):
 def _purge(env, conf_file, **kw):
     conf, backend = env.load(conf_file)
     with connect(backend) as cluster:
-        return delete.purge(cluster, env.vpool, [env.ipool], glance=Glance(conf), **kw)
+        return purge_mod.purge(cluster, env.vpool, [env.ipool], glance=Glance(conf), **kw)
 
 
 def _set_trash_source(io, image_id, source):
@@ -87,7 +90,7 @@ def test_mirroring_and_migration_entries_and_foreign_uuid_images_survive_every_p
         rbd.RBD().create(iio, mirrored_image, 4 * MiB)
         with rbd.Image(iio, mirrored_image) as img:
             img.metadata_set(CLONED_MARK, "1")
-            img.metadata_set(delete.GLANCE_TRASH_MARK, "1")
+            img.metadata_set(footprint.GLANCE_TRASH_MARK, "1")
         rbd.RBD().trash_move(iio, mirrored_image)
         tid = _trash_entry(ceph_cluster, iio, mirrored_image)["id"]
         _set_trash_source(iio, tid, MIRRORING)
@@ -95,7 +98,7 @@ def test_mirroring_and_migration_entries_and_foreign_uuid_images_survive_every_p
         mirrored_volume = f"volume-{uuid.uuid4()}"
         rbd.RBD().create(vio, mirrored_volume, 4 * MiB)
         with rbd.Image(vio, mirrored_volume) as img:
-            img.metadata_set(delete.TRASH_MARK, "images/x")
+            img.metadata_set(footprint.TRASH_MARK, "images/x")
         rbd.RBD().trash_move(vio, mirrored_volume)
         vtid = _trash_entry(ceph_cluster, vio, mirrored_volume)["id"]
         _set_trash_source(vio, vtid, MIRRORING)
@@ -162,15 +165,14 @@ def test_mirroring_and_migration_entries_and_foreign_uuid_images_survive_every_p
 
 
 def _lock_objects(env):
-    return {p: sorted(o.key for o in env.io[p].list_objects() if o.key.startswith("rbd_clone_lock."))
-            for p in (env.vpool, env.ipool)}
+    return {p: lock_objects(env.io[p]) for p in (env.vpool, env.ipool)}
 
 
 def _crashed_upload(env, conf_file, point):
     vol = env.volume(16 * MiB)
     image_id = env.image()
     proc = env.cli("--config-file", conf_file, "upload", vol, image_id,
-                   env={faults.ENV_POINT: point})
+                   env={fault_injection.ENV_POINT: point})
     assert proc.returncode == -9, proc.stderr
     return vol, image_id
 
@@ -266,4 +268,38 @@ def test_dry_run_prints_the_plan_and_removes_nothing(cinder_env, glance_peer):
     assert f"removed {env.vpool}/{vol}: " in proc.stderr  # every removal logged with why
     assert sorted(out["removed"]) == sorted([f"{env.vpool}/{vol}", f"{env.ipool}/{orphan}"])
     assert env.new_state(env.baseline) == {env.vpool: {"images": {vol2: []}, "trash": []},
+                                           env.ipool: {"images": {}, "trash": []}}
+
+
+@pytest.mark.parametrize("point, finished", [("clone.cloned", False),
+                                             ("clone.image_snapshot_protected", True),
+                                             ("independent.flattened", False)])
+def test_with_finish_an_upload_killed_once_its_clone_was_complete_goes_active(
+        cinder_env, point, finished):
+    """cinder-volume killed mid-upload, then its periodic purge (finish=True) after the
+    restart: an upload whose clone was complete (snap made, image queued, nothing in
+    flight) is finished, its image active with the volume's bytes; one killed earlier is
+    rolled back. Either way the user's deletes then leave both pools at the baseline."""
+    env = cinder_env
+    conf_file = env.conf(extra="rbd_flatten_volume_to_image = true\n"
+                         if point.startswith("independent") else "")
+    vol, image_id = _crashed_upload(env, conf_file, point)
+    sha = env.volume_sha(vol)
+    out = _purge(env, conf_file, finish=True)
+    image = env.get_image(image_id)
+    if finished:
+        assert out["finished"] == [f"{env.ipool}/{image_id}"], out
+        assert image["status"] == "active" and env.image_sha(image_id) == sha
+        _wait_hashed(env, image_id)
+    else:
+        assert out["finished"] == [] and f"{env.ipool}/{image_id}" in out["removed"], out
+        assert image["status"] == "queued"
+    # the user's deletes (Cinder deletes the image; the volume goes with the operator's reset)
+    env.glance().delete_image(image_id)
+    env.images.remove(image_id)
+    conf, backend = env.load(conf_file)
+    with connect(backend) as cluster:
+        delete.delete_volume(cluster, env.vpool, vol)
+    _purge(env, conf_file)
+    assert env.new_state(env.baseline) == {env.vpool: {"images": {}, "trash": []},
                                            env.ipool: {"images": {}, "trash": []}}

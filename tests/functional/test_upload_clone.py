@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from cinder_ext import faults
-from cinder_ext.clone import volume_snapshot_name
+from cinder_ext import steps
+from tests import fault_injection
+from cinder_ext.footprint import upload_snap_name as volume_snapshot_name
 from tests.cinder_fixtures import *  # noqa: F401,F403  (fixtures)
 from tests.cinder_fixtures import GiB, GlanceProxy, MiB
 
@@ -95,7 +96,7 @@ def test_clone_time_is_flat_in_volume_size(cinder_env):
 
 
 # the dev cluster has clone v2: the volume snapshot is never protected
-@pytest.mark.parametrize("point", [p for p in faults.UPLOAD_CLONE_POINTS
+@pytest.mark.parametrize("point", [p for p in steps.UPLOAD_CLONE
                                    if p != "clone.volume_snapshot_protected"])
 def test_retry_after_a_crash_at_each_step_finishes_cleanly(cinder_env, point):
     """SIGKILL at a step boundary, run again: one clone, registered, nothing else left."""
@@ -105,7 +106,7 @@ def test_retry_after_a_crash_at_each_step_finishes_cleanly(cinder_env, point):
     conf = env.conf()
     image_id = env.image()
     before = env.pool_state()
-    crashed = env.cli("--config-file", conf, "upload", vol, image_id, env={faults.ENV_POINT: point})
+    crashed = env.cli("--config-file", conf, "upload", vol, image_id, env={fault_injection.ENV_POINT: point})
     assert crashed.returncode == -9, crashed.stderr
     proc = env.cli("--config-file", conf, "upload", vol, image_id)
     assert proc.returncode == 0, proc.stderr
@@ -170,11 +171,14 @@ def test_retry_removes_the_remains_of_a_clone_killed_inside_librbd(cinder_env):
     """librbd's clone creates <image id>, then attaches its parent: a kill in between leaves
     an image with no parent, no snapshot and no data (issue 15, finding 5: the retry used to
     take it for a foreign image and copy, and Glance then failed on the taken name). Made
-    here as exactly that state: an empty image of the name, created as Cinder's user."""
+    here as exactly that state: the upload snapshot image-<image id> on the volume (made
+    before the clone), and an empty image of the name."""
     import rbd
     env = cinder_env
     vol = env.volume(16 * MiB)
     sha, image_id, before = env.volume_sha(vol), env.image(), env.pool_state()
+    with rbd.Image(env.io[env.vpool], vol) as v:
+        v.create_snap(volume_snapshot_name(image_id))
     rbd.RBD().create(env.io[env.ipool], image_id, 16 * MiB, old_format=False)
     result = env.upload(env.conf(), vol, image_id)
     assert result["method"] == "clone", result

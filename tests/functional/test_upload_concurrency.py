@@ -21,9 +21,11 @@ import pytest
 
 from tests.cinder_fixtures import *  # noqa: F401,F403  (fixtures)
 from tests.cinder_fixtures import MiB
-from cinder_ext import clone, faults
+from cinder_ext import clone
+from cinder_ext import locks
+from tests import fault_injection
 from cinder_ext.ceph import Cluster
-from cinder_ext.clone import VOLUME_LOCK_WAIT
+from cinder_ext.locks import VOLUME_LOCK_WAIT
 from tests.functional.test_upload_faults import PAUSE_RUNNER, Paused, _one_line_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,7 +35,8 @@ BOUND = float(os.environ.get("GRC_UPLOAD_CONCURRENCY_TIME_LIMIT", "300"))
 
 
 def _spawn(conf, volume, image_id):
-    return subprocess.Popen([sys.executable, "-m", "cinder_ext.cli", "--config-file", conf, "upload",
+    return subprocess.Popen([sys.executable, "-m", "tests.fault_injection", "cinder_ext.cli",
+                             "--config-file", conf, "upload",
                              volume, image_id], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -182,7 +185,7 @@ def test_two_uploads_racing_to_the_same_image(cinder_env, reliability):
         assert new[env.vpool] == {"images": {winner: expect} if expect else {}, "trash": []}
 
 
-# -- an upload racing a delete of the same volume (clone.VolumeLock) ----------------------
+# -- an upload racing a delete of the same volume (locks.VolumeLock) ----------------------
 
 def _waits_on_the_lock(env, waiter, holder, volume, op, seconds=1.0):
     """The waiter is blocked by the volume's lock itself: the volume's lock object exists
@@ -191,7 +194,8 @@ def _waits_on_the_lock(env, waiter, holder, volume, op, seconds=1.0):
     was. Returns the reason it is not, or None."""
     with Cluster(env.cluster.conf, "admin") as admin:
         for _ in range(2):
-            holders, _version = admin.lock_info(env.vpool, clone.lock_object(volume), clone.LOCK_NAME)
+            holders, _version = admin.lock_info(env.vpool, locks.lock_object(volume), locks.LOCK_NAME,
+                                                namespace=locks.LOCK_NAMESPACE)
             described = [json.loads(h.get("desc") or "{}") for h in holders]
             if [(d.get("op"), d.get("pid")) for d in described] != [(op, holder.proc.pid)]:
                 return f"the lock of {volume} is held by {described}, not the paused {op}"
@@ -319,10 +323,10 @@ def test_a_killed_holder_of_the_volume_lock_blocks_nothing(cinder_env, killed, r
     sha, image_id, before = env.volume_sha(vol), env.image(), env.pool_state()
     if killed == "upload":  # holding the volume shared, its snapshot made, no clone yet
         crashed = env.cli("--config-file", conf, "upload", vol, image_id,
-                          env={faults.ENV_POINT: "clone.volume_snapshot_created"})
+                          env={fault_injection.ENV_POINT: "clone.volume_snapshot_created"})
     else:  # holding it exclusively, nothing changed yet
         crashed = env.cli("--config-file", conf, "delete-volume", vol,
-                          env={faults.ENV_POINT: "delete.inspected"})
+                          env={fault_injection.ENV_POINT: "delete.inspected"})
     assert crashed.returncode == -9, crashed.stderr
     t0 = time.monotonic()
     if killed == "upload":

@@ -12,7 +12,8 @@ import tempfile
 import pytest
 
 from cinder_ext import decision
-from cinder_ext import faults
+from cinder_ext import steps
+from tests import fault_injection
 from tests.cinder_fixtures import *  # noqa: F401,F403  (fixtures)
 from tests.cinder_fixtures import MiB
 
@@ -208,15 +209,15 @@ def test_glance_refusing_the_location_rolls_back_and_copies(cinder_env, ceph_clu
     _expect_copy_state(env, vol, image_id, before)
 
 
-@pytest.mark.parametrize("point", [p for p in faults.UPLOAD_CLONE_POINTS
+@pytest.mark.parametrize("point", [p for p in steps.UPLOAD_CLONE
                                    if p not in ("clone.recovered", "clone.location_requested",
                                                 "clone.active", "clone.volume_snapshot_protected")])
 def test_failure_at_each_step_rolls_back_and_copies(cinder_env, monkeypatch, point):
     env = cinder_env
     vol = env.volume(16 * MiB)
     sha, image_id, before = env.volume_sha(vol), env.image(), env.pool_state()
-    monkeypatch.setenv(faults.ENV_POINT, point)
-    monkeypatch.setenv(faults.ENV_ACTION, "raise")
+    monkeypatch.setenv(fault_injection.ENV_POINT, point)
+    monkeypatch.setenv(fault_injection.ENV_ACTION, "raise")
     result = env.upload(env.conf(), vol, image_id)
     _copied(env, result, vol, sha, image_id, decision.CLONE_FAILED)
     assert point in result["detail"]

@@ -37,21 +37,19 @@ from tests.peers import GlancePeer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# The CLI, with cinder_ext.faults.point wrapped: at $PAUSE_AT it creates
-# $PAUSE_DIR/reached and waits (bounded) for $PAUSE_DIR/go.
+# The CLI, observing cinder_ext.steps: at $PAUSE_AT it creates $PAUSE_DIR/reached and
+# waits (bounded) for $PAUSE_DIR/go.
 PAUSE_RUNNER = r"""
 import os, sys, time
-from cinder_ext import cli, faults
-real = faults.point
-def point(name):
+from cinder_ext import cli, steps
+def pause(name):
     if name == os.environ.get("PAUSE_AT"):
         d = os.environ["PAUSE_DIR"]
         open(os.path.join(d, "reached"), "w").close()
         deadline = time.monotonic() + 300
         while not os.path.exists(os.path.join(d, "go")) and time.monotonic() < deadline:
             time.sleep(0.05)
-    real(name)
-faults.point = point
+steps.observe(pause)
 sys.exit(cli.main(sys.argv[1:]))
 """
 

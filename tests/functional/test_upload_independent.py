@@ -17,21 +17,27 @@ import uuid
 
 import pytest
 
-from cinder_ext import decision, delete, faults
+from cinder_ext import decision, delete, steps
+from cinder_ext import purge as purge_mod
+from tests import fault_injection
 from cinder_ext import exceptions as exc
-from cinder_ext.clone import LOCK_PREFIX, volume_snapshot_name
+from cinder_ext.footprint import upload_snap_name as volume_snapshot_name
+from cinder_ext.locks import LOCK_PREFIX
 from cinder_ext.glance import Glance
-from cinder_ext.independent import INDEPENDENT_MARK, POINTS, IndependentUpload
+from cinder_ext.footprint import INDEPENDENT_MARK
+from cinder_ext.independent import IndependentUpload
 from cinder_ext.upload import connect
 from tests.cinder_fixtures import *  # noqa: F401,F403  (fixtures)
-from tests.cinder_fixtures import MiB
+from tests.cinder_fixtures import MiB, lock_holders, lock_objects
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # The upload, as a crash would interrupt it: a process of its own (SIGKILLed at a fault point)
 RUNNER = r"""
 import json, sys
+from tests import fault_injection
 from tests.functional.test_upload_independent import independent_upload
+fault_injection.install()
 print(json.dumps(independent_upload(*sys.argv[1:4])))
 """
 
@@ -67,8 +73,7 @@ def _du(env, pool, name):
 
 
 def _lock_objects(env):
-    return {p: sorted(o.key for o in env.io[p].list_objects() if o.key.startswith(LOCK_PREFIX))
-            for p in (env.vpool, env.ipool)}
+    return {p: lock_objects(env.io[p]) for p in (env.vpool, env.ipool)}
 
 
 def _expect_independent_state(env, volume, image_id, before):
@@ -98,8 +103,11 @@ def test_independent_image_has_no_parent_and_the_volumes_bytes(cinder_env, ceph_
     assert env.image_sha(image_id) == sha
     _expect_independent_state(env, vol, image_id, before)
     import rbd
+    with rbd.Image(env.io[env.vpool], vol, read_only=True) as v:
+        volume_id = v.id()
     with rbd.Image(env.io[env.ipool], image_id, read_only=True) as img:
-        assert img.metadata_get(INDEPENDENT_MARK) == f"{env.vpool}/{vol}"
+        # the volume by name and by RBD image id (a rename cannot fool it)
+        assert img.metadata_get(INDEPENDENT_MARK) == f"{env.vpool}/{vol}#{volume_id}"
     # unallocated extents were not written: 3 pieces of 1 MiB, one object each at most
     obj = 1 << _info(env, env.ipool, image_id)["order"]
     assert _du(env, env.ipool, image_id) <= 3 * obj < 256 * MiB
@@ -125,9 +133,9 @@ def test_timer_names_the_flatten(cinder_env):
 
 # the dev cluster has clone v2: the volume snapshot is never protected; after the location
 # was requested the clone's own rules (kept while Glance may register it) apply
-FAILURE_POINTS = [p for p in faults.UPLOAD_CLONE_POINTS
+FAILURE_POINTS = [p for p in steps.UPLOAD_CLONE
                   if p not in ("clone.volume_snapshot_protected", "clone.location_requested",
-                               "clone.active")] + list(POINTS)
+                               "clone.active")] + list(steps.UPLOAD_INDEPENDENT)
 
 
 @pytest.mark.parametrize("point", FAILURE_POINTS)
@@ -137,8 +145,8 @@ def test_failure_at_each_step_leaves_nothing(cinder_env, monkeypatch, point):
     image_id, before = env.image(), env.pool_state()
     # what killed holders of other tests left for purge to reap is not this test's
     locks_before = _lock_objects(env)
-    monkeypatch.setenv(faults.ENV_POINT, point)
-    monkeypatch.setenv(faults.ENV_ACTION, "raise")
+    monkeypatch.setenv(fault_injection.ENV_POINT, point)
+    monkeypatch.setenv(fault_injection.ENV_ACTION, "raise")
     with pytest.raises(exc.CloneFailed) as failed:
         independent_upload(env.conf(), vol, image_id)
     assert failed.value.cleaned is True and point in failed.value.reason
@@ -150,13 +158,13 @@ def test_failure_at_each_step_leaves_nothing(cinder_env, monkeypatch, point):
 
 def _crash(env, conf, vol, image_id, point):
     proc = subprocess.run([sys.executable, "-c", RUNNER, conf, vol, image_id], cwd=ROOT,
-                          env=dict(os.environ, **{faults.ENV_POINT: point}),
+                          env=dict(os.environ, **{fault_injection.ENV_POINT: point}),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr
     env.wait_for_leases_to_end(vol, image_id)
 
 
-@pytest.mark.parametrize("point", ["clone.cloned", *POINTS, "clone.image_snapshot_protected"])
+@pytest.mark.parametrize("point", ["clone.cloned", *steps.UPLOAD_INDEPENDENT, "clone.image_snapshot_protected"])
 def test_retry_after_a_crash_at_each_step_finishes_cleanly(cinder_env, point):
     """SIGKILL at a step boundary, run again: the earlier attempt's image (a clone, or
     flattened and known by its mark) is removed and the upload done once."""
@@ -168,7 +176,7 @@ def test_retry_after_a_crash_at_each_step_finishes_cleanly(cinder_env, point):
     assert f"{env.ipool}/{image_id}" in result["recovered"]
     # a process killed while it held the volume's shared lock leaves the lock object to
     # purge (a shared taker does not break it): reaped as purge does
-    from cinder_ext.clone import reap_lock_objects
+    from cinder_ext.locks import reap_lock_objects
     _, backend = env.load(conf)
     with connect(backend) as cluster:
         for pool in (env.vpool, env.ipool):
@@ -178,7 +186,7 @@ def test_retry_after_a_crash_at_each_step_finishes_cleanly(cinder_env, point):
     _expect_independent_state(env, vol, image_id, before)
 
 
-@pytest.mark.parametrize("point", POINTS)
+@pytest.mark.parametrize("point", steps.UPLOAD_INDEPENDENT)
 def test_purge_reconciles_a_crashed_independent_upload(cinder_env, point):
     """Flattened, the image has no parent: purge knows it by its mark, and removes it (with
     the lock objects the dead upload left) once Glance will never reference it."""
@@ -190,7 +198,7 @@ def test_purge_reconciles_a_crashed_independent_upload(cinder_env, point):
         assert "parent" not in _info(env, env.ipool, image_id)
     conf_obj, backend = env.load(conf)
     with connect(backend) as cluster:
-        out = delete.purge(cluster, env.vpool, [env.ipool], glance=Glance(conf_obj))
+        out = purge_mod.purge(cluster, env.vpool, [env.ipool], glance=Glance(conf_obj))
     assert f"{env.ipool}/{image_id}" in out["removed"], out
     assert env.new_state(before) == {p: {"images": {}, "trash": []} for p in (env.vpool, env.ipool)}
     assert _lock_objects(env) == {env.vpool: [], env.ipool: []}
@@ -210,7 +218,7 @@ def test_purge_keeps_a_finished_independent_image_and_foreign_marks(cinder_env):
             img.metadata_set(INDEPENDENT_MARK, f"elsewhere/{vol}")
         conf_obj, backend = env.load(conf)
         with connect(backend) as cluster:
-            out = delete.purge(cluster, env.vpool, [env.ipool], glance=Glance(conf_obj))
+            out = purge_mod.purge(cluster, env.vpool, [env.ipool], glance=Glance(conf_obj))
         assert out["removed"] == [] and out["snapshots_removed"] == [], out
         assert env.get_image(image_id)["status"] == "active"
         assert stranger in env.pool_state()[env.ipool]["images"]
@@ -236,12 +244,12 @@ def test_a_volume_snapshot_made_by_clone_v1_is_removed_too(cinder_env, monkeypat
     with open(conf, "w") as f:
         f.write(text.replace(f"rbd_ceph_conf = {ceph_conf}", f"rbd_ceph_conf = {v1}"))
     # the clone v1 path runs (its own step fails here, and is rolled back)...
-    monkeypatch.setenv(faults.ENV_POINT, "clone.volume_snapshot_protected")
-    monkeypatch.setenv(faults.ENV_ACTION, "raise")
+    monkeypatch.setenv(fault_injection.ENV_POINT, "clone.volume_snapshot_protected")
+    monkeypatch.setenv(fault_injection.ENV_ACTION, "raise")
     with pytest.raises(exc.CloneFailed, match="volume_snapshot_protected"):
         independent_upload(conf, vol, image_id)
     assert env.new_state(before) == {p: {"images": {}, "trash": []} for p in (env.vpool, env.ipool)}
-    monkeypatch.delenv(faults.ENV_POINT)
+    monkeypatch.delenv(fault_injection.ENV_POINT)
     # ...and, unhindered, leaves no snapshot on the volume
     independent_upload(conf, vol, image_id)
     assert env.image_sha(image_id) == sha
@@ -253,7 +261,7 @@ def test_a_volume_snapshot_made_by_clone_v1_is_removed_too(cinder_env, monkeypat
 # -- through the upload service and its CLI (decision.Clone.flatten picks the path) ---------
 def _cli_upload(env, conf, vol, image_id, fault=None):
     proc = env.cli("--config-file", conf, "upload", vol, image_id,
-                   env={faults.ENV_POINT: fault} if fault else None)
+                   env={fault_injection.ENV_POINT: fault} if fault else None)
     if fault:
         assert proc.returncode == -9, proc.stderr
         return None
@@ -310,7 +318,7 @@ def test_cli_retry_after_a_crash_finishes_the_independent_upload(cinder_env, poi
     assert bool(out.get("resumed")) == point.startswith("clone.")
     assert env.get_image(image_id)["status"] == "active"
     assert env.image_sha(image_id) == sha
-    from cinder_ext.clone import reap_lock_objects
+    from cinder_ext.locks import reap_lock_objects
     _, backend = env.load(conf)
     with connect(backend) as cluster:
         for pool in (env.vpool, env.ipool):

@@ -42,8 +42,9 @@ import uuid
 import rbd
 
 from tests.cinder_fixtures import *  # noqa: F401,F403  (fixtures)
-from tests.cinder_fixtures import MiB
+from tests.cinder_fixtures import MiB, lock_holders, lock_objects
 from cinder_ext import clone
+from cinder_ext import locks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEP = int(os.environ.get("GRC_KILL_SWEEP_STEP_MS") or "300") / 1000.0
@@ -95,8 +96,7 @@ def _left(env, vol, image_id):
     return ", ".join(parts)
 
 
-def _lock_objects(io):
-    return sorted(o.key for o in io.list_objects() if o.key.startswith(clone.LOCK_PREFIX))
+_lock_objects = lock_objects
 
 
 def _ours(env, vol, image_id, io):
@@ -109,7 +109,7 @@ def _ours(env, vol, image_id, io):
     for pool in (env.vpool, env.ipool):
         if state[pool]["trash"] != env.baseline[pool]["trash"]:
             out.append(f"trash of {pool}: {state[pool]['trash']}")
-    mine = {clone.lock_object(image_id), clone.lock_object(vol)}
+    mine = {locks.lock_object(image_id), locks.lock_object(vol)}
     for pool in (env.vpool, env.ipool):
         out += [f"lock object {pool}/{o}" for o in _lock_objects(io[pool]) if o in mine]
     return out

@@ -10,7 +10,7 @@ import pytest
 from tests.cinder_fixtures import *  # noqa: F401,F403  (fixtures)
 from tests.cinder_fixtures import MiB
 from cinder_ext import exceptions as exc
-from cinder_ext.clone import volume_snapshot_name
+from cinder_ext.footprint import upload_snap_name as volume_snapshot_name
 
 ACTIVE_TIMEOUT = 5
 

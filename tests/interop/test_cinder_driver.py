@@ -27,7 +27,7 @@ def _clean(state):
 
 
 def _report(what, r):
-    # shown with -rP / -s: the numbers the README and the report quote
+    # shown with -rP / -s: the numbers the docs (doc/source/admin/deletion.rst) and the report quote
     print(f"{what}: upload {r['upload_seconds']:.2f} s, delete_volume {r['delete_seconds']:.3f} s")
 
 
@@ -164,6 +164,7 @@ def test_options_register_in_the_backend_section_with_backend_defaults(run_cinde
     assert r["enable_clone_optimization"] is True and r["shared_default"] is True
     assert r["clone_active_timeout"] == 17
     assert {"enable_clone_optimization", "rbd_flatten_volume_to_image", "clone_active_timeout",
+            "rbd_max_upload_snapshots",
             "rbd_pool"} <= set(r["driver_options"])
 
     # off by default

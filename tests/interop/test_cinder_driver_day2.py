@@ -61,11 +61,14 @@ def test_option_on_deletes_open_the_volume_once_when_nothing_depends_on_it(run_c
     assert ours["rbd_open"] == 1
 
 
+MON_OUTAGE = 60  # seconds the monitor answers nothing (the bound)
+
+
 @pytest.fixture
 def day2(run_cinder, cinder_glance, ceph_cluster):
     run = run_cinder(cinder_glance.url, enable_clone_optimization=True, mode="day2",
                      runner=DAY2_RUNNER, extra_conf=DAY2_CONF,
-                     spec_extra={"purge_wait": 10 * PURGE_INTERVAL, "mon_outage": 15,
+                     spec_extra={"purge_wait": 10 * PURGE_INTERVAL, "mon_outage": MON_OUTAGE,
                                  "mon_pid_file": os.path.join(ceph_cluster.dir, "run", "mon.a.pid")})
     print(run.result)
     return run

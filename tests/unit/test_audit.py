@@ -1,6 +1,7 @@
 """The audit's pure parts: Ceph cap grammar, pool access, findings, config reading, CLI errors."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -9,14 +10,27 @@ import pytest
 from cinder_ext import audit
 from cinder_ext.audit import NONE, READ, WRITE, CapsError, parse_caps, pool_access
 
-README_CINDER_OSD = "profile rbd pool=volumes, profile rbd pool=images"
-README_GLANCE_OSD = "profile rbd pool=images, profile rbd-read-only pool=volumes"
+# the caps the install guide gives operators (doc/source/install/ceph.rst)
+CAPS_DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        "doc", "source", "install", "ceph.rst")
+DOC_CINDER_OSD = "profile rbd pool=volumes, profile rbd pool=images"
+DOC_GLANCE_OSD = "profile rbd pool=images, profile rbd-read-only pool=volumes"
+DOC_MON = "profile rbd"
+
+
+def test_the_documented_caps_are_the_audited_ones():
+    with open(CAPS_DOC) as f:
+        doc = f.read()
+    for user, osd in (("client.cinder", DOC_CINDER_OSD), ("client.glance", DOC_GLANCE_OSD)):
+        row = doc[doc.index(f"``{user}``"):]
+        assert row.split("\n")[1:3] == [f"     - ``{DOC_MON}``", f"     - ``{osd}``"], user
+    assert findings(caps()) == []
 
 
 # -- grammar ---------------------------------------------------------------------------------
 
 def test_profiles_with_pools():
-    g = parse_caps(README_GLANCE_OSD)
+    g = parse_caps(DOC_GLANCE_OSD)
     assert [(x.profile, x.pool) for x in g] == [("rbd", "images"), ("rbd-read-only", "volumes")]
 
 
@@ -65,11 +79,11 @@ def test_grammar_errors(bad):
 # -- what a client can do in a pool ----------------------------------------------------------
 
 @pytest.mark.parametrize("osd,pool,level", [
-    (README_CINDER_OSD, "volumes", WRITE),
-    (README_CINDER_OSD, "images", WRITE),
-    (README_GLANCE_OSD, "images", WRITE),
-    (README_GLANCE_OSD, "volumes", READ),
-    (README_GLANCE_OSD, "vms", NONE),
+    (DOC_CINDER_OSD, "volumes", WRITE),
+    (DOC_CINDER_OSD, "images", WRITE),
+    (DOC_GLANCE_OSD, "images", WRITE),
+    (DOC_GLANCE_OSD, "volumes", READ),
+    (DOC_GLANCE_OSD, "vms", NONE),
     ("allow rwx pool=images", "images", WRITE),
     ("allow rw pool=images", "images", NONE),        # no class methods: librbd cannot open an image
     ("allow r pool=images", "images", NONE),
@@ -97,7 +111,7 @@ CINDER = {"service": "cinder", "section": "ceph", "pool": "volumes", "user": "ci
 CLUSTER = {"require_min_compat_client": "mimic", "pools": ["images", "volumes"]}
 
 
-def caps(glance_osd=README_GLANCE_OSD, cinder_osd=README_CINDER_OSD, mon="profile rbd", **more):
+def caps(glance_osd=DOC_GLANCE_OSD, cinder_osd=DOC_CINDER_OSD, mon="profile rbd", **more):
     out = {"glance": {"mon": mon, "osd": glance_osd}, "cinder": {"mon": mon, "osd": cinder_osd}}
     out.update(more)
     return out
@@ -121,7 +135,7 @@ def test_the_readmes_caps_are_clean():
 
 def test_with_mgr_caps_as_the_dev_cluster_grants_them():
     c = caps()
-    c["cinder"]["mgr"] = README_CINDER_OSD
+    c["cinder"]["mgr"] = DOC_CINDER_OSD
     c["glance"]["mgr"] = "profile rbd pool=images"
     assert findings(c) == []
 
@@ -176,7 +190,7 @@ def test_write_where_read_is_enough():
 def test_without_the_optimization_cinder_only_reads_the_glance_pool():
     cinder = dict(CINDER, clone=False)
     fs = findings(entries=(GLANCE, cinder))
-    # the README's caps are for the optimization: without it they are more than needed
+    # the documented caps are for the optimization: without it they are more than needed
     assert kinds(fs) == [("excess", "client.cinder", "images"), ("excess", "client.glance", "volumes")]
     assert findings(caps(glance_osd="profile rbd pool=images",
                          cinder_osd="profile rbd pool=volumes, profile rbd-read-only pool=images"),
@@ -184,7 +198,7 @@ def test_without_the_optimization_cinder_only_reads_the_glance_pool():
 
 
 def test_unrelated_pools_unless_allowed():
-    c = caps(cinder_osd=README_CINDER_OSD + ", profile rbd pool=vms")
+    c = caps(cinder_osd=DOC_CINDER_OSD + ", profile rbd pool=vms")
     fs = findings(c)
     assert kinds(fs) == [("excess", "client.cinder", "vms")]
     assert findings(c, allowed=["vms"]) == []
@@ -233,7 +247,7 @@ def test_missing_pool():
 
 def test_one_user_for_both_sides_needs_the_union():
     both = [dict(GLANCE, user="openstack"), dict(CINDER, user="openstack")]
-    c = {"openstack": {"mon": "profile rbd", "osd": README_CINDER_OSD}}
+    c = {"openstack": {"mon": "profile rbd", "osd": DOC_CINDER_OSD}}
     assert findings(c, entries=both) == []
 
 

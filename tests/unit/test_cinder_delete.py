@@ -8,25 +8,28 @@ import time
 
 import pytest
 
-from cinder_ext import cli, delete, faults
+from cinder_ext import cli, delete, steps
+from cinder_ext import purge as purge_mod
+from cinder_ext import footprint
+from cinder_ext import glance as glance_mod
 from cinder_ext import exceptions as exc
 
 
 def test_upload_snapshots_are_recognised_by_name():
-    assert delete.is_upload_snap("image-0b3cf9a4-6c43-4c1a-9d3e-3f0e7ad7c5a1")
-    assert not delete.is_upload_snap("image-not-a-uuid")
-    assert not delete.is_upload_snap("volume-0b3cf9a4-6c43-4c1a-9d3e-3f0e7ad7c5a1.clone_snap")
-    assert not delete.is_upload_snap(None)
+    assert footprint.is_upload_snap("image-0b3cf9a4-6c43-4c1a-9d3e-3f0e7ad7c5a1")
+    assert not footprint.is_upload_snap("image-not-a-uuid")
+    assert not footprint.is_upload_snap("volume-0b3cf9a4-6c43-4c1a-9d3e-3f0e7ad7c5a1.clone_snap")
+    assert not footprint.is_upload_snap(None)
 
 
 def test_deferment_compares_in_utc_whatever_the_binding_returns():
     now = datetime.datetime(2026, 1, 1, 12, 0, 0)
     past, future = now - datetime.timedelta(seconds=1), now + datetime.timedelta(hours=1)
-    assert delete._expired({"deferment_end_time": past}, now)
-    assert not delete._expired({"deferment_end_time": future}, now)
+    assert purge_mod._expired({"deferment_end_time": past}, now)
+    assert not purge_mod._expired({"deferment_end_time": future}, now)
     aware = future.replace(tzinfo=datetime.timezone.utc)
-    assert not delete._expired({"deferment_end_time": aware}, now)
-    assert delete._expired({}, now)
+    assert not purge_mod._expired({"deferment_end_time": aware}, now)
+    assert purge_mod._expired({}, now)
 
 
 def test_an_unknown_mode_is_refused_before_anything_is_touched():
@@ -76,7 +79,7 @@ def test_a_failed_flatten_lets_the_others_finish_then_raises():
 
 
 def test_fault_points_are_unique():
-    points = faults.DELETE_POINTS + faults.CREATE_POINTS + faults.PURGE_POINTS
+    points = steps.DELETE + steps.CREATE + steps.PURGE
     assert len(set(points)) == len(points)
 
 
@@ -111,9 +114,9 @@ def test_purge_takes_only_the_glance_pools_of_this_cluster():
         {"id": "d", "type": "rbd", "properties": {"pool": "nofsid"}},
         {"id": "e", "type": "file", "properties": {"pool": "images2", "fsid": ours}},
         {"id": "f", "type": "rbd", "properties": {"pool": "images", "fsid": ours}}]}
-    assert delete.image_pools(detail, ours) == ["images"]
-    assert delete.image_pools(detail, None) == []
-    assert delete.image_pools({"stores": "junk"}, ours) == []
+    assert purge_mod.image_pools(detail, ours) == ["images"]
+    assert purge_mod.image_pools(detail, None) == []
+    assert purge_mod.image_pools({"stores": "junk"}, ours) == []
 
 
 def test_purge_cli_has_a_dry_run():
@@ -127,7 +130,7 @@ def test_purge_cli_has_a_dry_run():
                                          ("MIGRATION", False), ("REMOVING", False),
                                          ("USER_PARENT", False), (1, False), (None, False)])
 def test_purge_touches_only_trash_entries_of_a_users_delete(source, ours):
-    assert delete.is_user_trash({"source": source}) is ours
+    assert purge_mod.is_user_trash({"source": source}) is ours
 
 
 class _Glance:
@@ -165,7 +168,7 @@ class _Glance:
     (_Glance({"status": "queued"}, [{"type": "location_import", "status": "failure"}]), True),
 ])
 def test_an_orphan_is_only_what_glance_will_never_reference(glance, orphan):
-    assert delete._orphan_state(glance, "0b3cf9a4-6c43-4c1a-9d3e-3f0e7ad7c5a1")[0] is orphan
+    assert glance_mod.location_state(glance, "0b3cf9a4-6c43-4c1a-9d3e-3f0e7ad7c5a1").orphaned is orphan
 
 
 @pytest.mark.parametrize("source,name", [(0, "USER"), (1, "MIRRORING"), (2, "MIGRATION"),
@@ -180,7 +183,7 @@ def test_trash_entries_are_read_as_librbd_writes_them(source, name):
     entry = ceph._decode_trash_spec("103217104b0d", bytes(value))
     assert (entry["id"], entry["name"], entry["source"]) == ("103217104b0d", "img1", name)
     assert entry["deletion_time"] == datetime.datetime(2026, 11, 27, 14, 20, 2)
-    assert delete.is_user_trash(entry) is (name == "USER")
+    assert purge_mod.is_user_trash(entry) is (name == "USER")
     assert ceph._decode_trash_spec("x", b"\x02\x01") is None
 
 
@@ -198,12 +201,12 @@ def test_a_bounded_volume_scan_covers_every_volume_in_turn():
     names = [f"volume-{i:03d}" for i in range(10)] + ["volume-x.deleted"]
     seen, after = [], None
     for _ in range(4):  # 10 volumes, 3 a run: four runs cover all, wrapping around
-        run = delete._Purge(_Listing(names), "volumes", (), False, True, None, False,
+        run = purge_mod._Purge(_Listing(names), "volumes", (), False, True, None, False,
                             None, scan_limit=3, scan_after=after)
         batch = run._volumes_to_scan()
         assert len(batch) == 3 and "volume-x.deleted" not in batch
         seen += batch
         after = run.scan_next
     assert set(seen) == {n for n in names if not n.endswith(".deleted")}
-    whole = delete._Purge(_Listing(names), "volumes", (), False, True, None, False, None)
+    whole = purge_mod._Purge(_Listing(names), "volumes", (), False, True, None, False, None)
     assert len(whole._volumes_to_scan()) == 10  # no limit: every volume, every run

@@ -1,6 +1,7 @@
 """Lock plumbing that needs no cluster: the cls_lock reply decoder and the exceptions."""
 
 from cinder_ext import clone
+from cinder_ext import locks
 from cinder_ext import exceptions as exc
 from cinder_ext.ceph import _decode_lock_info
 
@@ -21,13 +22,13 @@ def test_lock_info_decodes_holder_address_and_description():
 def test_exceptions_tell_what_happened():
     # a delete meeting a held volume lock is a busy volume (Cinder: VolumeIsBusy)
     assert issubclass(exc.VolumeLocked, exc.VolumeBusy)
-    assert clone.VolumeLocked is exc.VolumeLocked
+    assert locks.VolumeLocked is exc.VolumeLocked
     # an upload already in progress is its own kind, not a failed clone (never a copy)
-    assert clone.UploadInProgress is exc.UploadInProgress
+    assert locks.UploadInProgress is exc.UploadInProgress
     assert not issubclass(exc.UploadInProgress, (exc.CloneFailed, exc.VolumeBusy, exc.CephError))
 
 
 def test_holder_in_words_names_its_client_not_its_pid_alone():
     h = {"gid": 7, "addr": "10.0.0.1:0/1", "desc": '{"op": "upload", "host": "h", "pid": 1}'}
-    assert clone._who(h) == "client.7 at 10.0.0.1:0/1 (op upload, host h, pid 1)"
-    assert clone._who({"gid": 7, "addr": None, "desc": "not json"}) == "client.7 at ?"
+    assert locks._who(h) == "client.7 at 10.0.0.1:0/1 (op upload, host h, pid 1)"
+    assert locks._who({"gid": 7, "addr": None, "desc": "not json"}) == "client.7 at ?"

@@ -50,27 +50,17 @@ def test_keep_the_clone_when_glance_may_be_registering_it(glance):
     assert not _tx(glance)._safe_to_roll_back(None)
 
 
-def test_a_client_that_cannot_tell_task_errors_keeps_the_clone():
-    class Opaque:  # e.g. an adapter with only the lenient image_tasks
-        def get_image(self, image_id):
-            return QUEUED
-
-        def image_tasks(self, image_id):
-            return []
-    assert not _tx(Opaque())._safe_to_roll_back(None)
-
-
 def test_registered_after_all_watches_the_image_when_tasks_fail():
     g = FakeGlance(image={"status": "active", "locations": [{"url": "rbd://f/images/img/snap"}]},
                    tasks_error=exc.GlanceError("503", status=503))
     assert _tx(g)._registered_after_all()
 
 
-def test_strict_task_listing_refuses_a_transport_it_does_not_know():
-    g = glance_mod.Glance.__new__(glance_mod.Glance)  # no session: a subclass's own transport
-    with pytest.raises(exc.GlanceError, match="cannot tell"):
-        g.image_tasks_strict("img")
-    assert g.image_tasks("img") == []  # the lenient one, for callers that only look
+def test_tasks_if_known_only_looks():
+    g = FakeGlance(tasks_error=exc.GlanceError("list tasks: 503", status=503))
+    assert glance_mod.tasks_if_known(g, "img") == []  # for callers that only look
+    with pytest.raises(exc.GlanceError):
+        glance_mod.wait_location_tasks(g, "img", 0.05)  # never "nothing runs"
 
 
 def test_a_refused_location_rolls_back_even_when_tasks_cannot_be_listed():

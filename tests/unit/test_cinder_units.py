@@ -7,7 +7,8 @@ import urllib.parse
 import pytest
 from oslo_config import cfg
 
-from cinder_ext import clone, faults, opts, upload
+from cinder_ext import clone, footprint, opts, steps, upload
+from tests import fault_injection
 from cinder_ext import exceptions as exc
 from cinder_ext.decision import Clone
 from cinder_ext.glance import _glance_message
@@ -152,7 +153,8 @@ def test_location_is_the_contract_url(pool):
 
 
 def test_names_derive_from_ids():
-    assert clone.volume_snapshot_name("abc") == "image-abc"
+    assert footprint.upload_snap_name("abc") == "image-abc"
+    assert footprint.upload_snap_image_id("image-abc") is None  # not an image id
     assert upload.volume_name("0f1e2d3c-0000-4000-8000-000000000000") == \
         "volume-0f1e2d3c-0000-4000-8000-000000000000"
     assert upload.volume_name("volume-x") == "volume-x"
@@ -176,13 +178,24 @@ def test_glance_messages_are_one_line():
 
 
 def test_fault_point_is_inert_unless_selected(monkeypatch):
-    monkeypatch.delenv(faults.ENV_POINT, raising=False)
-    faults.point("clone.cloned")
-    monkeypatch.setenv(faults.ENV_POINT, "clone.cloned,clone.active")
-    monkeypatch.setenv(faults.ENV_ACTION, "raise")
-    faults.point("clone.recovered")
-    with pytest.raises(exc.FaultInjected, match="clone.active"):
-        faults.point("clone.active")
+    fault_injection.install()
+    monkeypatch.delenv(fault_injection.ENV_POINT, raising=False)
+    steps.reached("clone.cloned")
+    monkeypatch.setenv(fault_injection.ENV_POINT, "clone.cloned,clone.active")
+    monkeypatch.setenv(fault_injection.ENV_ACTION, "raise")
+    steps.reached("clone.recovered")
+    with pytest.raises(fault_injection.FaultInjected, match="clone.active"):
+        steps.reached("clone.active")
+
+
+def test_the_product_observes_no_step_and_reads_no_fault_variable():
+    # the only observers are the tests' (tests/fault_injection.py)
+    import pathlib
+    root = pathlib.Path(steps.__file__).parent
+    for path in root.glob("*.py"):
+        text = path.read_text()
+        assert "SIGKILL" not in text and "os.kill" not in text, path
+        assert "steps.observe" not in text, path
 
 
 def test_cli_errors_are_one_line(capsys, tmp_path):

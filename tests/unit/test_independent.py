@@ -5,7 +5,7 @@ tests/functional/test_upload_independent.py's)."""
 import pytest
 from oslo_config import cfg
 
-from cinder_ext import clone, delete, independent, opts
+from cinder_ext import clone, footprint, independent, opts
 from cinder_ext import exceptions as exc
 from cinder_ext.ceph import TRASH_NAMESPACE, USER_NAMESPACE
 from cinder_ext.decision import Clone
@@ -32,13 +32,14 @@ def test_backend_section_reads_the_option(tmp_path):
 
 
 @pytest.mark.parametrize("value, parsed", [
-    ("volumes/volume-1", ("volumes", "volume-1")),
+    ("volumes/volume-1#10f2a3", ("volumes", "volume-1", "10f2a3")),
+    ("volumes/volume-1", ("volumes", "volume-1", None)),   # written before ids were recorded
     ("volumes/", None), ("/volume-1", None), ("volume-1", None), (None, None), ("a/b/c", None),
 ])
 def test_mark_round_trip(value, parsed):
-    assert independent.parse_mark(value) == parsed
-    if parsed:
-        assert independent.mark_value(*parsed) == value
+    assert footprint.parse_independent_mark(value) == parsed
+    if parsed and parsed[2]:
+        assert footprint.independent_mark(*parsed) == value
 
 
 class FakeCeph:
@@ -63,9 +64,11 @@ class FakeCeph:
         self.images[(pool, name)].setdefault("meta", {})[key] = value
 
     def info(self, pool, name, image_id=None):
-        return {"parent": self.images[(pool, name)].get("parent")}
+        return {"parent": self.images.get((pool, name), {}).get("parent"), "id": "id-" + name}
 
     def parent_snap(self, pool, name=None, image_id=None):
+        if (pool, name) not in self.images:
+            raise exc.CephNotFound("no such image")
         return self.images[(pool, name)].get("parent")
 
     def flatten(self, pool, name=None, image_id=None):
@@ -95,20 +98,20 @@ def _snap(name, namespace, sid=7):
 
 
 def test_marks_then_flattens_then_drops_the_volume_snapshot_in_that_order():
-    vsnap = clone.volume_snapshot_name(IMAGE)
+    vsnap = footprint.upload_snap_name(IMAGE)
     ceph = FakeCeph({("images", IMAGE): {"parent": {"pool": "volumes", "image": "volume-1"}},
                      ("volumes", "volume-1"): {"snaps": [_snap(vsnap, USER_NAMESPACE)]}})
     timer = clone.Timer()
     _tx(ceph, timer)._before_image_snapshot([])
     assert ceph.calls == [
-        ("metadata_set", "images", IMAGE, independent.INDEPENDENT_MARK, "volumes/volume-1"),
+        ("metadata_set", "images", IMAGE, footprint.INDEPENDENT_MARK, "volumes/volume-1#id-volume-1"),
         ("flatten", "images", IMAGE),
         ("remove_snap", "volumes", "volume-1", vsnap)]
     assert list(timer.steps) == ["flatten", "volume_snapshot_remove"]
 
 
 def test_a_trashed_volume_snapshot_left_after_the_flatten_is_removed_by_id():
-    vsnap = clone.volume_snapshot_name(IMAGE)
+    vsnap = footprint.upload_snap_name(IMAGE)
     trashed = dict(_snap("abc", TRASH_NAMESPACE, sid=9), original=vsnap)
     ceph = FakeCeph({("images", IMAGE): {"parent": {}},
                      ("volumes", "volume-1"): {"snaps": [trashed, _snap("other", USER_NAMESPACE)]}})
@@ -133,11 +136,18 @@ def test_a_flatten_another_client_finished_first_is_a_success():
 
 
 def test_a_flattened_image_is_ours_by_its_mark_only_for_our_volume():
-    ours = FakeCeph({("images", IMAGE): {"meta": {independent.INDEPENDENT_MARK: "volumes/volume-1"}}})
+    ours = FakeCeph({("images", IMAGE): {"meta": {footprint.INDEPENDENT_MARK: "volumes/volume-1"}}})
     assert _tx(ours)._clone_is_ours() is True
-    other = FakeCeph({("images", IMAGE): {"meta": {independent.INDEPENDENT_MARK: "volumes/volume-2"}}})
+    by_id = FakeCeph({("images", IMAGE): {"meta": {
+        footprint.INDEPENDENT_MARK: "volumes/volume-1#id-volume-1"}}})
+    assert _tx(by_id)._clone_is_ours() is True
+    # a mark naming our volume but another RBD image id: renamed, not ours
+    renamed = FakeCeph({("images", IMAGE): {"meta": {
+        footprint.INDEPENDENT_MARK: "volumes/volume-1#id-of-another"}}})
+    with pytest.raises(exc.CloneFailed):
+        _tx(renamed)._clone_is_ours()
+    other = FakeCeph({("images", IMAGE): {"meta": {footprint.INDEPENDENT_MARK: "volumes/volume-2"}}})
     tx = _tx(other)
-    tx._half_made = lambda: False
     with pytest.raises(exc.CloneFailed) as e:
         tx._clone_is_ours()
     assert e.value.reason == "target-exists"
@@ -151,18 +161,15 @@ def test_result_says_independent_and_keeps_the_clone_shape():
     assert {"location", "location_api", "recovered"} <= set(base)
 
 
-def _purge(ceph):
-    return delete._Purge(ceph, "volumes", ["images"], False, True, None, True, clone.Timer())
-
-
 @pytest.mark.parametrize("meta, parent, expected", [
-    ({independent.INDEPENDENT_MARK: "volumes/volume-1"}, None,
-     {"pool": "volumes", "image": "volume-1", "original": "image-" + IMAGE}),
-    ({independent.INDEPENDENT_MARK: "other-pool/volume-1"}, None, None),
-    ({independent.INDEPENDENT_MARK: "garbage"}, None, None),
+    ({footprint.INDEPENDENT_MARK: "volumes/volume-1#id-volume-1"}, None,
+     footprint.Upload(footprint.INDEPENDENT, IMAGE, "volumes", "volume-1", "id-volume-1", False)),
+    ({footprint.INDEPENDENT_MARK: "other-pool/volume-1"}, None, None),
+    ({footprint.INDEPENDENT_MARK: "garbage"}, None, None),
     ({}, None, None),
-    ({independent.INDEPENDENT_MARK: "volumes/volume-1"}, {"pool": "x", "image": "y"}, None),
+    ({footprint.INDEPENDENT_MARK: "volumes/volume-1"}, {"pool": "x", "image": "y", "original": "s"},
+     None),
 ], ids=["ours", "another-pool", "bad-mark", "unmarked", "has-another-parent"])
-def test_purge_knows_a_flattened_upload_by_its_mark(meta, parent, expected):
+def test_the_footprint_knows_a_flattened_upload_by_its_mark(meta, parent, expected):
     ceph = FakeCeph({("images", IMAGE): {"meta": meta, "parent": parent}})
-    assert _purge(ceph)._our_independent_upload("images", IMAGE) == expected
+    assert footprint.upload_of(ceph, "volumes", "images", IMAGE) == expected
