@@ -1,8 +1,11 @@
-"""Fixtures for tests of cinder_ext.driver inside real Cinder 29 (import them into the test module).
+"""Fixtures for tests of cinder_ext.driver inside real Cinder (import them into the test module).
 
+cinder_peer(version)
+    Builds <repo>/.peers/cinder<major> for that release (26.3.0, 27.0.0, 28.0.0, 29.0.0)
+    with tools/peers/setup-cinder-peer (idempotent) and returns its python. A failed
+    build fails the test, never skips it.
 cinder29 (session)
-    Builds <repo>/.peers/cinder29 with tools/peers/setup-cinder-peer (idempotent) and
-    returns its python. A failed build fails the test, never skips it.
+    cinder_peer("29.0.0").
 cinder_glance (session; needs glance_peers)
     Upstream Glance 33 as Cinder's privileged ``[glance]`` user sees it: the peer's
     identity filter gives every request roles ``admin,service`` (devstack's cinder
@@ -18,7 +21,8 @@ run_cinder (function)
     extra_conf="", delete_order="volume-first", delete_with="driver", purge_timeout=60)``
     (delete_with="upstream": upstream RBDDriver.delete_volume instead of ours) writes a real cinder.conf for the dev cluster (None: the option
     is left out of the backend section; extra_conf is appended to that section),
-    runs tests/cinder_peer_run.py in the cinder29 venv and returns ``CinderRun``
+    runs tests/cinder_peer_run.py in the cinder29 venv (``cinder=PYTHON``: another
+    release's, from cinder_peer) and returns ``CinderRun``
     (``.result`` dict, ``.log`` text, ``.conf`` text).
 """
 
@@ -71,7 +75,7 @@ def cinder_glance_without_service_role(glance_peers):
 
 
 def cinder_conf(cluster, glance_url, state_dir, enable_clone_optimization):
-    """A cinder.conf as an operator writes it for this backend (the README's lines)."""
+    """A cinder.conf as an operator writes it for this backend (doc/source/install/cinder-driver.rst)."""
     client = cluster.client("cinder")
     return f"""\
 [DEFAULT]
@@ -109,7 +113,7 @@ class CinderRun:
 
 
 @pytest.fixture
-def run_cinder(cinder29, ceph_cluster, tmp_path):
+def run_cinder(request, ceph_cluster, tmp_path):
     counter = iter(range(100))
 
     def run(glance_url, enable_clone_optimization, size_gb=1, mode="upload", extra_conf="",
@@ -130,7 +134,9 @@ def run_cinder(cinder29, ceph_cluster, tmp_path):
         (state / "spec.json").write_text(json.dumps(spec))
         env = dict(os.environ, PYTHONWARNINGS="ignore")
         try:
-            proc = subprocess.run([cinder or cinder29, runner, str(state / "spec.json")],
+            # cinder29 only when asked for: a release's own run needs no other venv
+            python = cinder or request.getfixturevalue("cinder29")
+            proc = subprocess.run([python, runner, str(state / "spec.json")],
                                   capture_output=True,
                                   text=True, timeout=900, cwd=str(state), env=env)
         except subprocess.TimeoutExpired:

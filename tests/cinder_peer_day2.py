@@ -1,9 +1,10 @@
 """A cinder-volume's life between and around requests, inside a real Cinder venv.
 
-    .peers/cinder29/bin/python tests/cinder_peer_day2.py SPEC.json
+    .peers/cinder29/bin/python tests/cinder_peer_day2.py SPEC.json   # or cinder26, 27, 28
 
-Not a test module: tests/interop/test_cinder_driver_day2.py runs it and asserts on the JSON
-it prints. Cinder is booted as cinder-volume boots it (tests/cinder_peer_run.boot).
+Not a test module: tests/interop/test_cinder_driver_day2.py and (mode "calls", in each
+release's venv) test_cinder_releases.py run it and assert on the JSON it prints. Cinder is
+booted as cinder-volume boots it (tests/cinder_peer_run.boot).
 
 SPEC["mode"]:
 

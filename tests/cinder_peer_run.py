@@ -1,6 +1,6 @@
-"""Drive the real Cinder 29 volume path with our driver, inside the cinder29 venv.
+"""Drive a real Cinder's volume path with our driver, inside that release's venv.
 
-    .peers/cinder29/bin/python tests/cinder_peer_run.py SPEC.json
+    .peers/cinder29/bin/python tests/cinder_peer_run.py SPEC.json   # or cinder26, 27, 28
 
 Not a test module: tests/cinder_peer.py runs it as a subprocess (Cinder must not be
 imported into the project's venv) and asserts on the JSON it prints.
@@ -12,8 +12,9 @@ Configuration as VolumeManager does and imports the class named by its
 check_for_setup_error, create_volume, writes data, creates the image as cinder-api
 does (GlanceImageService.create) and calls copy_volume_to_image with a
 GlanceImageService, then delete_volume. Facts are measured, not judged: the test
-decides. Like cinder-volume, it runs under eventlet (OS_CINDER_DISABLE_EVENTLET_PATCHING=1:
-native threads). Errors: one line on stderr, exit 1; the traceback goes to
+decides. Like cinder-volume, it runs under eventlet (on Cinder 29,
+OS_CINDER_DISABLE_EVENTLET_PATCHING=1: native threads). Only what every release from 26 to
+29 has is used here. Errors: one line on stderr, exit 1; the traceback goes to
 SPEC["traceback_file"] and whatever the run created is deleted.
 """
 
