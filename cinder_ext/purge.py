@@ -9,7 +9,8 @@ nothing depends on it, in any order, idempotently, and only what is ours
 ==========================================================  ===================================
 what                                                        removed when
 ==========================================================  ===================================
-a volume trashed for its images (``TRASH_MARK``)            no clone depends on it
+a volume trashed for its images (``TRASH_MARK``), with its   no clone depends on it
+upload and upstream ``.clone_snap`` snapshots
 a Cinder deferred deletion (with ``include_unmarked``)      expired, nothing depends on it
 an upload snapshot in the trash namespace                   its clone is gone (Glance deleted it:
                                                             Glance's user only reads this pool)
@@ -159,9 +160,13 @@ class _Purge:
             why = "trashed by delete-volume; no clone depends on it any more" if marked else \
                 "Cinder's deferred deletion; nothing depends on it"
             try:
+                # with nothing depending on it any more, upstream's clone snapshot of a
+                # Cinder clone is ours to drop too: upstream's delete of that clone looks for
+                # this volume by name, misses it in the trash, and leaves the snapshot
                 kept = self.trash_entry(
                     self.vpool, entry,
-                    lambda s: s["namespace"] == TRASH_NAMESPACE or is_upload_snap(s["original"]),
+                    lambda s: (s["namespace"] == TRASH_NAMESPACE or is_upload_snap(s["original"])
+                               or s["original"].endswith(CLONE_SNAP_SUFFIX)),
                     why)
             except exc.CephNotFound:
                 continue  # another purge took it meanwhile

@@ -303,3 +303,36 @@ def test_with_finish_an_upload_killed_once_its_clone_was_complete_goes_active(
     _purge(env, conf_file)
     assert env.new_state(env.baseline) == {env.vpool: {"images": {}, "trash": []},
                                            env.ipool: {"images": {}, "trash": []}}
+
+
+def test_a_trashed_volume_with_upstreams_clone_snapshot_is_purged_once_its_clone_is_gone(
+        cinder_env, glance_peer):
+    """Found by the soak: V has a clone-uploaded image and a Cinder clone W (upstream's
+    snapshot V@W.clone_snap). Deleting V trashes it (clones need it); upstream's delete of W
+    then looks for V by name, misses it in the trash, and leaves V@W.clone_snap. Once
+    Glance deletes the image, purge removes V with that snapshot (it kept V for ever)."""
+    import rbd
+    env = cinder_env
+    conf_file = env.conf()
+    vol = env.volume(16 * MiB)
+    image_id = env.image()
+    assert env.upload(conf_file, vol, image_id)["method"] == "clone"
+    _wait_hashed(env, image_id)
+    clone = f"volume-{uuid.uuid4()}"
+    clone_snap = f"{clone}.clone_snap"
+    with rbd.Image(env.io[env.vpool], vol) as v:  # what upstream's create_cloned_volume does
+        v.create_snap(clone_snap)
+        v.protect_snap(clone_snap)
+    rbd.RBD().clone(env.io[env.vpool], vol, clone_snap, env.io[env.vpool], clone)
+    conf, backend = env.load(conf_file)
+    with connect(backend) as cluster:
+        # the driver's delete: Cinder's own snapshots are kept, as upstream's delete keeps them
+        out = delete.delete_volume(cluster, env.vpool, vol, foreign_snapshots=delete.KEEP)
+    assert out["action"] == "trashed", out
+    rbd.RBD().remove(env.io[env.vpool], clone)  # upstream's delete of W: V@W.clone_snap stays
+    assert glance_peer.request("DELETE", f"/v2/images/{image_id}").status == 204
+    env.images.remove(image_id)
+    out = _purge(env, conf_file)
+    assert f"{env.vpool}/{vol}" in out["removed"], out
+    assert env.new_state(env.baseline) == {env.vpool: {"images": {}, "trash": []},
+                                           env.ipool: {"images": {}, "trash": []}}
