@@ -7,6 +7,9 @@
     tools/cloud stop DIR                  no process, port or mount left
     tools/cloud clone on|off DIR          enable_clone_optimization; restarts cinder-volume
     tools/cloud tempest DIR               Tempest + cinder-tempest-plugin (tools/cloud_tempest.py)
+    tools/cloud soak DIR [--minutes M] [--seed N]   users, admins and faults at random (tools/soak.py)
+    tools/cloud tempest-ab DIR            every volume test without compute, with our driver then
+                                          upstream's RBDDriver: the tests whose outcome differs
 
 Components, each on a free port picked at start, each with HOME=DIR/home:
 
@@ -55,6 +58,7 @@ import urllib.request
 
 import cloud_tempest
 import cloudlib  # also puts tools/peers on sys.path
+import soak
 from cloudlib import (HERE, PURGE_INTERVAL, STATE, VENVS, CloudError, last_line, last_lines, password_token,
                       port_open, wait_for, write_ini, write_private)
 import keystone_peer as ksp  # noqa: E402  tools/peers/keystone_peer.py: Keystone's own set-up
@@ -326,11 +330,18 @@ class Services:
         """The catalog's image (the front door) and volume endpoints: cloud_provision.py, run as
         keystone-peer runs its provisioning (in the Keystone venv, as the bootstrap admin)."""
         try:
-            ksp.provision(self.path("keystone"), self.state["image_url"],
-                          f"http://127.0.0.1:{self.state['ports']['cinder']}/v3/%(project_id)s",
-                          env=self.env(), script=os.path.join(HERE, "cloud_provision.py"))
+            users = ksp.provision(self.path("keystone"), self.state["image_url"],
+                                  f"http://127.0.0.1:{self.state['ports']['cinder']}/v3/%(project_id)s",
+                                  env=self.env(), script=os.path.join(HERE, "cloud_provision.py"))
         except PeerError as e:
             raise CloudError(f"catalog: {e}") from None
+        # the second project's user (alt) in clouds.yaml and the state, beside the others
+        kstate = ksp.read_state(self.path("keystone"))
+        kstate["users"].update(users)
+        ksp.write_state(self.path("keystone"), kstate)
+        ksp.write_clouds(self.path("keystone"), kstate)
+        self.state["keystone"]["users"].update(users)
+        self.save()
 
     def cinder_conf(self):
         ks, ceph, c = self.state["keystone"], self.state["ceph"], self.path("cinder")
@@ -504,6 +515,20 @@ class Services:
             f.write(new)
         self.restart_volume()
 
+    def set_driver(self, upstream):
+        """volume_driver in the backend section: upstream's RBDDriver, or ours (as the cloud
+        starts); then restart cinder-volume. Nothing happens when it is that driver already."""
+        self.load()
+        conf = self.path("cinder", "cinder.conf")
+        with open(conf) as f:
+            text = f.read()
+        driver = "cinder.volume.drivers.rbd.RBDDriver" if upstream else "cinder_ext.driver.RBDCloneUploadDriver"
+        new = re.sub(r"^volume_driver = [\w.]+$", f"volume_driver = {driver}", text, flags=re.M)
+        if new != text:
+            with open(conf, "w") as f:
+                f.write(new)
+            self.restart_volume()
+
     # checks -------------------------------------------------------------------------------------
     def token(self, user="admin"):
         return password_token(self.state["keystone"], user)
@@ -588,6 +613,15 @@ def main(argv=None):
     t.add_argument("dir")
     t.add_argument("--regex")
     t.add_argument("--concurrency", type=int, default=2)
+    t = sub.add_parser("tempest-ab", help="the volume tests with our driver, then upstream's RBDDriver: "
+                       "the tests whose outcome differs (cloud_tempest.ab)")
+    t.add_argument("dir")
+    t.add_argument("--regex")
+    t.add_argument("--concurrency", type=int, default=2)
+    k = sub.add_parser("soak", help="a seeded random soak of users, admins and faults (tools/soak.py)")
+    k.add_argument("dir")
+    k.add_argument("--minutes", type=float, default=30)
+    k.add_argument("--seed", type=int, default=1)
     c = sub.add_parser("clone", help="turn enable_clone_optimization on or off; restarts cinder-volume")
     c.add_argument("state", choices=("on", "off"))
     c.add_argument("dir")
@@ -612,8 +646,15 @@ def main(argv=None):
         elif args.command == "tempest":
             extra = ["--regex", args.regex] if args.regex else []
             return cloud_tempest.main([cloud.dir, "--concurrency", str(args.concurrency), *extra])
+        elif args.command == "tempest-ab":
+            out = cloud_tempest.ab(cloud.dir, cloud.set_driver, regex=args.regex or cloud_tempest.FULL,
+                                   concurrency=args.concurrency)
+            return 1 if out["differing"] else 0
         elif args.command == "clone":
             cloud.set_clone(args.state == "on")
+        elif args.command == "soak":
+            # cinder-volume's restart after a kill: tools/cloud's own, in this process
+            return soak.main(cloud.dir, args.minutes, args.seed, restart_volume=lambda _on: cloud.restart_volume())
         elif args.command == "env":
             for k, v in cloud.env_lines().items():
                 print(f"export {k}='{v}'")

@@ -42,6 +42,20 @@ def main():
     # Cinder's v3 API under both service types clients look for (devstack registers these)
     endpoint(ks, "volumev3", "cinderv3", sys.argv[2])
     endpoint(ks, "block-storage", "cinder", sys.argv[2])
+    # a second project's member (`alt`): the soak's other user (tools/soak.py)
+    import secrets
+    alt = ks.ensure("projects", "alt", {"domain_id": "default", "enabled": True,
+                                        "description": "tools/cloud: a second project"}, domain_id="default")
+    password = secrets.token_urlsafe(16)
+    user = ks.find("users", "alt", domain_id="default")
+    if user:
+        ks.call("PATCH", f"/users/{user['id']}", json={"user": {"password": password}})
+    else:
+        user = ks.call("POST", "/users", json={"user": {"name": "alt", "domain_id": "default", "password": password,
+                                                        "enabled": True, "default_project_id": alt["id"]}})["user"]
+    ks.call("PUT", f"/projects/{alt['id']}/users/{user['id']}/roles/{roles['member']}")
+    print(json.dumps({"alt": {"password": password, "project": "alt", "domain": "Default", "roles": ["member"],
+                              "id": user["id"], "project_id": alt["id"]}}))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 """Tempest 47 and cinder-tempest-plugin 1.23 against a tools/cloud cloud (no compute).
 
     tools/cloud tempest DIR [--regex R] [--concurrency N]
+    tools/cloud tempest-ab DIR [--regex R] [--concurrency N]    (ab(): FULL by default)
 
 Writes DIR/tempest (a `tempest init` workspace) with a tempest.conf for this cloud:
 Keystone v3 with dynamic credentials from the admin, Glance and Cinder available, Nova,
@@ -10,11 +11,17 @@ name enable_volume_image_dep_tests) on; `[compute] image_ref`, which tempest's v
 tests create volumes from, a small public raw image uploaded here. Runs the tests that
 REGEX (default: SELECTION) names, and prints pass, skip (with each reason) and fail
 counts; DIR/tempest/results.json has every test's status. Exit 1 when a test failed.
+
+tempest-ab runs REGEX (default: FULL, every volume test that needs no compute, network or
+object store) with our driver and then with upstream's RBDDriver on the same cloud, and
+prints the tests whose outcome differs (rerun once each); DIR/tempest/ab.json. Exit 1
+when an outcome differed.
 """
 
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -33,6 +40,20 @@ SELECTION = ("^(cinder_tempest_plugin\\.api\\.volume\\.(test_volume_dependency|t
              "|tempest\\.api\\.volume\\.(test_volumes_actions|test_volumes_get|test_image_metadata"
              "|test_volumes_clone)"
              "|tempest\\.api\\.volume\\..*\\[.*\\bsmoke\\b.*\\])")
+
+# Every Tempest and cinder-tempest-plugin volume API test (tempest.api.volume, admin
+# included; cinder_tempest_plugin.api.volume; cinder_tempest_plugin.rbac, Cinder's policy
+# as each persona sees it), and our plugin's classes (tests/tempest_plugin): tempest's
+# four volume classes that declare a default network, and so skip as a whole without
+# Neutron, run without it (VolumesActionsTest, admin VolumesActionsTest,
+# VolumesSnapshotTestJSON, SnapshotManageAdminTest). What needs Nova,
+# Neutron or Swift skips itself (service_available), and so does what this cloud has not got
+# (a backup service, a second backend, replication, consistency groups); the scenario tests
+# all boot servers. `tools/cloud tempest-ab` runs this set.
+FULL = ("^(tempest\\.api\\.volume\\."
+        "|cinder_tempest_plugin\\.api\\.volume\\."
+        "|cinder_tempest_plugin\\.rbac\\."
+        "|glance_rbd_clone_tempest\\.tests\\.)")
 
 PARSE = r'''
 import json, sys
@@ -95,19 +116,28 @@ def write_conf(cloud, ws):
                    "storage_protocol": "ceph", "vendor_name": "Open Source", "backend_names": "ceph",
                    "volume_size": 1, "min_microversion": "3.0", "max_microversion": "latest",
                    # test_volume_upload: one upload per format (raw clones, qcow2 copies)
-                   "disk_format": "raw,qcow2"},
+                   "disk_format": "raw,qcow2",
+                   # RBD's names: volume-<id>, and snapshot-<id> on it (tempest's default
+                   # `_snapshot-%s` is LVM's)
+                   "manage_volume_ref": "source-name,volume-%s",
+                   "manage_snapshot_ref": "source-name,snapshot-%s"},
         "volume-feature-enabled": {"api_v3": "true", "backup": "false", "snapshot": "true",
-                                   "clone": "true", "manage_volume": "false", "manage_snapshot": "false",
+                                   # RBD manages both (its names: [volume] manage_*_ref)
+                                   "clone": "true", "manage_volume": "true", "manage_snapshot": "true",
                                    "extend_attached_volume": "false", "volume_revert": "true",
                                    "volume_image_dep_tests": "true",
                                    "enable_volume_image_dep_tests": "true"},
         "validation": {"run_validation": "false"},
+        # Cinder 29 on oslo.policy 6 enforces scope and the new defaults (their defaults):
+        # cinder-tempest-plugin's RBAC tests run, as on devstack
+        "enforce_scope": {"cinder": "true"},
         "network-feature-enabled": {"port_security": "false"},
     })
 
 
-def run(directory, regex=SELECTION, concurrency=2, log=print):
-    cloud = Cloud(directory)
+def workspace(cloud):
+    """(DIR/tempest, the environment tempest runs in): `tempest init` and tempest.conf the
+    first time."""
     ws = os.path.join(cloud.dir, "tempest")
     env = cloud.os_env()
     for k in [k for k in env if k.startswith(("OS_", "CLOUD_"))]:
@@ -122,13 +152,31 @@ def run(directory, regex=SELECTION, concurrency=2, log=print):
             raise RuntimeError(f"tempest init: {(proc.stderr or proc.stdout).strip()[-500:]}")
         with open(os.path.join(ws, "etc", "tempest.conf"), "w") as f:
             f.write(write_conf(cloud, ws))
+    return ws, env
+
+
+def list_tests(directory, regex=FULL):
+    """The test ids REGEX selects (`tempest run --list-tests`), tempest's own skips included."""
+    ws, env = workspace(Cloud(directory))
+    proc = subprocess.run([os.path.join(VENV, "bin", "tempest"), "run", "--list-tests", "--regex", regex],
+                          env=env, cwd=ws, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"tempest run --list-tests: {(proc.stderr or proc.stdout).strip()[-500:]}")
+    return [ln.strip() for ln in proc.stdout.splitlines()
+            if ln.strip() and not ln.startswith(" ") and "." in ln and " " not in ln.strip()]
+
+
+def run(directory, regex=SELECTION, concurrency=2, log=print, name="results"):
+    """Run the tests REGEX names; DIR/tempest/NAME.json (and NAME.log) keep the outcome."""
+    cloud = Cloud(directory)
+    ws, env = workspace(cloud)
     clone_lines_before = count_methods(cloud)
     t0 = time.monotonic()
     proc = subprocess.run([os.path.join(VENV, "bin", "tempest"), "run", "--regex", regex,
                            "--concurrency", str(concurrency)], env=env, cwd=ws,
                           capture_output=True, text=True)
     secs = time.monotonic() - t0
-    with open(os.path.join(ws, "run.log"), "w") as f:
+    with open(os.path.join(ws, f"{name}.log" if name != "results" else "run.log"), "w") as f:
         f.write(proc.stdout + proc.stderr)
     sub = subprocess.run([os.path.join(VENV, "bin", "stestr"), "last", "--subunit"], env=env, cwd=ws,
                          capture_output=True)
@@ -146,7 +194,7 @@ def run(directory, regex=SELECTION, concurrency=2, log=print):
                                 if t.split("[")[0].endswith(".test_volume_upload") and r["status"] == "success")
     summary = {"seconds": round(secs, 1), "regex": regex, "concurrency": concurrency,
                "results": results, "returncode": proc.returncode, "uploads": uploads}
-    with open(os.path.join(ws, "results.json"), "w") as f:
+    with open(os.path.join(ws, f"{name}.json"), "w") as f:
         json.dump(summary, f, indent=2)
     report(summary, log)
     return summary
@@ -185,6 +233,112 @@ def report(summary, log=print):
     log(f"cinder-volume uploads during the run: raw to raw {up['raw_to_raw']}; method=clone "
         f"{up['clone']}, method=independent {up['independent']}, method=copy {up['copy']}"
         + (f" (reasons: {'; '.join(up['copy_reasons'])})" if up["copy"] else ""))
+
+
+# -- A/B: our driver against upstream's on the same cloud ---------------------------------------
+
+def outcome(result):
+    """What is compared: the status, and for a skip its reason (a test that skips for
+    another reason in the other run is a difference too)."""
+    if result is None:
+        return "absent"
+    if result["status"] == "skip":
+        return "skip: " + " ".join(result["reason"].split())[:200]
+    return result["status"]
+
+
+def differing(a, b):
+    """Test ids whose outcome differs between two runs' results (a test that ran in one
+    only included)."""
+    return sorted(t for t in set(a) | set(b) if outcome(a.get(t)) != outcome(b.get(t)))
+
+
+def rerun_regex(tests):
+    """A regex for exactly these tests: a test by its id without tempest's [attrs]; a class
+    fixture's failure (`setUpClass (module.Class)`) by its class."""
+    parts = set()
+    for t in tests:
+        m = re.match(r"^\w+ \(([\w.]+)\)$", t)
+        parts.add(re.escape(m.group(1)) + r"\." if m else re.escape(t.split("[")[0]) + r"(\[|$)")
+    return "^(" + "|".join(sorted(parts)) + ")"
+
+
+def counts(results):
+    names = {"success": "passed", "fail": "failed", "skip": "skipped"}
+    c = {"passed": 0, "failed": 0, "skipped": 0}
+    for r in results.values():
+        key = names.get(r["status"], r["status"])
+        c[key] = c.get(key, 0) + 1
+    return c
+
+
+def ab(directory, set_driver, regex=FULL, concurrency=2, log=print):
+    """The tests REGEX names, once with our driver (as the cloud runs) and once with
+    upstream's RBDDriver on the same cloud; the tests whose outcome differs run once more in
+    each configuration. set_driver(upstream) switches cinder.conf's volume_driver and
+    restarts cinder-volume (tools/cloud: Services.set_driver); ours is restored at the end,
+    whatever happens. DIR/tempest/ab.json keeps the whole comparison. Returns it."""
+    t0 = time.monotonic()
+    ws = os.path.join(os.path.abspath(directory), "tempest")
+    out = {"regex": regex, "concurrency": concurrency, "runs": {}, "reruns": {}}
+
+    def quiet(_line):  # each run's own report stays in DIR/tempest/ab-NAME.json; the A/B prints its own
+        pass
+    try:
+        for name, upstream in (("ours", False), ("upstream", True)):
+            set_driver(upstream)
+            log(f"tempest-ab: {name} driver: running...")
+            s = run(directory, regex, concurrency, log=quiet, name=f"ab-{name}")
+            out["runs"][name] = {"seconds": s["seconds"], "counts": counts(s["results"]),
+                                 "results": s["results"]}
+            log(f"tempest-ab: {name}: {fmt_counts(out['runs'][name])}")
+        diff = differing(out["runs"]["ours"]["results"], out["runs"]["upstream"]["results"])
+        out["differing"] = diff
+        if diff:
+            # flaky on a loaded machine or not: once more each, only these, and both shown
+            rx = rerun_regex(diff)
+            for name, upstream in (("upstream", True), ("ours", False)):  # upstream is still on
+                set_driver(upstream)
+                log(f"tempest-ab: {len(diff)} differing tests, rerun with the {name} driver...")
+                s = run(directory, rx, concurrency, log=quiet, name=f"ab-{name}-rerun")
+                out["reruns"][name] = {"seconds": s["seconds"], "counts": counts(s["results"]),
+                                       "results": s["results"], "regex": rx}
+    finally:
+        set_driver(False)
+        out["seconds"] = round(time.monotonic() - t0, 1)
+        os.makedirs(ws, exist_ok=True)
+        with open(os.path.join(ws, "ab.json"), "w") as f:
+            json.dump(out, f, indent=2)
+    report_ab(out, log)
+    return out
+
+
+def fmt_counts(r):
+    c = r["counts"]
+    extra = "".join(f", {v} {k}" for k, v in c.items() if k not in ("passed", "failed", "skipped"))
+    return (f"{sum(c.values())} tests: {c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped"
+            f"{extra} in {r['seconds']} s")
+
+
+def report_ab(out, log=print):
+    log(f"tempest-ab: {len(set(out['runs']['ours']['results']) | set(out['runs']['upstream']['results']))} "
+        f"tests (tempest run --regex '{out['regex']}' --concurrency {out['concurrency']}), "
+        f"{out['seconds']} s in all")
+    for name in ("ours", "upstream"):
+        log(f"  {name:9} {fmt_counts(out['runs'][name])}")
+    for name in ("ours", "upstream"):
+        for t, r in sorted(out["runs"][name]["results"].items()):
+            if r["status"] == "fail":
+                log(f"  failed with {name}: {t}: {r['reason'].strip().splitlines()[-1:] if r['reason'] else ''}")
+    diff = out.get("differing", [])
+    log(f"tempest-ab: {len(diff)} tests differ" + (":" if diff else ""))
+    for t in diff:
+        first = {n: outcome(out["runs"][n]["results"].get(t)) for n in ("ours", "upstream")}
+        again = {n: (outcome(out["reruns"][n]["results"].get(t)) if n in out["reruns"] else "not rerun")
+                 for n in ("ours", "upstream")}
+        verdict = "differs again" if again["ours"] != again["upstream"] else "agrees on the rerun (flaky)"
+        log(f"  {t}\n    first run: ours {first['ours']}; upstream {first['upstream']}\n"
+            f"    rerun:     ours {again['ours']}; upstream {again['upstream']}: {verdict}")
 
 
 def main(argv=None):
