@@ -132,6 +132,7 @@ class _Purge:
         what = f"{pool}/{entry['name']}"
 
         def remove():
+            parent = self.c.parent_snap(pool, image_id=tid)
             for s in snaps:
                 self.c.remove_snap_by_id(pool, s["id"], image_id=tid)
                 steps.reached("purge.snap_removed")
@@ -140,11 +141,27 @@ class _Purge:
             except exc.CephPermissionDenied:  # librbd's answer while the deferment runs
                 raise _Kept("deferment not over") from None
             steps.reached("purge.removed")
+            self._drop_clone_snap(entry["name"], parent)
         try:
             self.act(what, reason, remove)
         except _Kept as k:
             return str(k)
         return None
+
+    def _drop_clone_snap(self, name, parent):
+        """A Cinder clone gone from the trash: its parent's <name>.clone_snap, which
+        upstream's delete drops when it removes the clone itself, goes too once no clone
+        needs it (else it pins the parent's overwritten data for the parent's life)."""
+        if not parent or parent["pool"] != self.vpool or parent["snap"] != name + CLONE_SNAP_SUFFIX:
+            return
+        try:
+            for s in self.c.snaps(self.vpool, parent["image"]):
+                if s["name"] == parent["snap"] and not self.c.snap_has_children(
+                        self.vpool, s["id"], name=parent["image"]):
+                    self.c.remove_snap(self.vpool, parent["image"], parent["snap"])
+                    self.snaps_removed.append(f"{self.vpool}/{parent['image']}@{parent['snap']}")
+        except exc.CephError as e:  # the parent went meanwhile, or is busy: its own delete handles it
+            LOG.warning("purge: %s/%s@%s stays: %s", self.vpool, parent["image"], parent["snap"], e)
 
     # -- the Cinder pool ----------------------------------------------------------------
     def volume_trash(self):

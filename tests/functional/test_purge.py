@@ -168,6 +168,15 @@ def _lock_objects(env):
     return {p: lock_objects(env.io[p]) for p in (env.vpool, env.ipool)}
 
 
+def _clone_uploaded(env, conf_file):
+    """A volume uploaded by clone to a new image, Glance's hashing done: (volume, image id)."""
+    vol = env.volume(16 * MiB)
+    image_id = env.image()
+    assert env.upload(conf_file, vol, image_id)["method"] == "clone"
+    _wait_hashed(env, image_id)
+    return vol, image_id
+
+
 def _crashed_upload(env, conf_file, point):
     vol = env.volume(16 * MiB)
     image_id = env.image()
@@ -244,10 +253,7 @@ def test_dry_run_prints_the_plan_and_removes_nothing(cinder_env, glance_peer):
     env = cinder_env
     conf_file = env.conf()
     # a trashed source volume whose image Glance deleted, and a failed upload's orphan
-    vol = env.volume(16 * MiB)
-    image_id = env.image()
-    assert env.upload(conf_file, vol, image_id)["method"] == "clone"
-    _wait_hashed(env, image_id)
+    vol, image_id = _clone_uploaded(env, conf_file)
     assert _json(env.cli("--config-file", conf_file, "delete-volume", vol))["action"] == "trashed"
     assert glance_peer.request("DELETE", f"/v2/images/{image_id}").status == 204
     vol2, orphan = _crashed_upload(env, conf_file, "clone.image_snapshot_protected")
@@ -311,13 +317,9 @@ def test_a_trashed_volume_with_upstreams_clone_snapshot_is_purged_once_its_clone
     snapshot V@W.clone_snap). Deleting V trashes it (clones need it); upstream's delete of W
     then looks for V by name, misses it in the trash, and leaves V@W.clone_snap. Once
     Glance deletes the image, purge removes V with that snapshot (it kept V for ever)."""
-    import rbd
     env = cinder_env
     conf_file = env.conf()
-    vol = env.volume(16 * MiB)
-    image_id = env.image()
-    assert env.upload(conf_file, vol, image_id)["method"] == "clone"
-    _wait_hashed(env, image_id)
+    vol, image_id = _clone_uploaded(env, conf_file)
     clone = f"volume-{uuid.uuid4()}"
     clone_snap = f"{clone}.clone_snap"
     with rbd.Image(env.io[env.vpool], vol) as v:  # what upstream's create_cloned_volume does
@@ -336,3 +338,25 @@ def test_a_trashed_volume_with_upstreams_clone_snapshot_is_purged_once_its_clone
     assert f"{env.vpool}/{vol}" in out["removed"], out
     assert env.new_state(env.baseline) == {env.vpool: {"images": {}, "trash": []},
                                            env.ipool: {"images": {}, "trash": []}}
+
+
+def test_a_cinder_clone_purged_from_the_trash_takes_its_parents_clone_snapshot(cinder_env):
+    """Found by the soak: a Cinder clone W of V (V@W.clone_snap) deleted to the trash (Cinder's
+    deferred deletion) and purged left V@W.clone_snap behind for V's whole life (upstream's
+    own delete of W drops it). Purge drops it with W once nothing else needs it."""
+    import rbd
+    env = cinder_env
+    conf_file = env.conf()
+    vol = env.volume(16 * MiB)
+    clone = f"volume-{uuid.uuid4()}"
+    clone_snap = f"{clone}.clone_snap"
+    with rbd.Image(env.io[env.vpool], vol) as v:  # what upstream's create_cloned_volume does
+        v.create_snap(clone_snap)
+        v.protect_snap(clone_snap)
+    rbd.RBD().clone(env.io[env.vpool], vol, clone_snap, env.io[env.vpool], clone)
+    rbd.RBD().trash_move(env.io[env.vpool], clone, 0)  # Cinder's deferred deletion of W
+    out = _purge(env, conf_file, include_unmarked=True)
+    assert f"{env.vpool}/{clone}" in out["removed"], out
+    assert f"{env.vpool}/{vol}@{clone_snap}" in out["snapshots_removed"], out
+    with rbd.Image(env.io[env.vpool], vol, read_only=True) as v:
+        assert list(v.list_snaps()) == []
