@@ -177,6 +177,18 @@ def _clone_uploaded(env, conf_file):
     return vol, image_id
 
 
+def _upstream_clone(env, vol):
+    """A Cinder clone of vol as upstream's create_cloned_volume makes it: (clone, snapshot)."""
+    import rbd
+    clone = f"volume-{uuid.uuid4()}"
+    clone_snap = f"{clone}.clone_snap"
+    with rbd.Image(env.io[env.vpool], vol) as v:
+        v.create_snap(clone_snap)
+        v.protect_snap(clone_snap)
+    rbd.RBD().clone(env.io[env.vpool], vol, clone_snap, env.io[env.vpool], clone)
+    return clone, clone_snap
+
+
 def _crashed_upload(env, conf_file, point):
     vol = env.volume(16 * MiB)
     image_id = env.image()
@@ -320,12 +332,7 @@ def test_a_trashed_volume_with_upstreams_clone_snapshot_is_purged_once_its_clone
     env = cinder_env
     conf_file = env.conf()
     vol, image_id = _clone_uploaded(env, conf_file)
-    clone = f"volume-{uuid.uuid4()}"
-    clone_snap = f"{clone}.clone_snap"
-    with rbd.Image(env.io[env.vpool], vol) as v:  # what upstream's create_cloned_volume does
-        v.create_snap(clone_snap)
-        v.protect_snap(clone_snap)
-    rbd.RBD().clone(env.io[env.vpool], vol, clone_snap, env.io[env.vpool], clone)
+    clone, clone_snap = _upstream_clone(env, vol)
     conf, backend = env.load(conf_file)
     with connect(backend) as cluster:
         # the driver's delete: Cinder's own snapshots are kept, as upstream's delete keeps them
@@ -348,12 +355,7 @@ def test_a_cinder_clone_purged_from_the_trash_takes_its_parents_clone_snapshot(c
     env = cinder_env
     conf_file = env.conf()
     vol = env.volume(16 * MiB)
-    clone = f"volume-{uuid.uuid4()}"
-    clone_snap = f"{clone}.clone_snap"
-    with rbd.Image(env.io[env.vpool], vol) as v:  # what upstream's create_cloned_volume does
-        v.create_snap(clone_snap)
-        v.protect_snap(clone_snap)
-    rbd.RBD().clone(env.io[env.vpool], vol, clone_snap, env.io[env.vpool], clone)
+    clone, clone_snap = _upstream_clone(env, vol)
     rbd.RBD().trash_move(env.io[env.vpool], clone, 0)  # Cinder's deferred deletion of W
     out = _purge(env, conf_file, include_unmarked=True)
     assert f"{env.vpool}/{clone}" in out["removed"], out
