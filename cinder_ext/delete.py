@@ -38,7 +38,7 @@ LOG = logging.getLogger(__name__)
 DEFERRED, FLATTEN = "deferred", "flatten"
 MODES = (DEFERRED, FLATTEN)
 
-def _where(dep):
+def where(dep):
     return f"{dep['pool']}/{dep['image']}" + (" (in trash)" if dep.get("trash") else "")
 
 
@@ -82,14 +82,15 @@ def _delete_volume(cluster, pool, name, mode, delay, concurrency, leaf_remove,
             # already gone, or trashed by an earlier (possibly interrupted) attempt
             entry = next((e for e in cluster.trash_list_all(pool) if e["name"] == name), None)
             result["action"] = "already-trashed" if entry else "absent"
-            return _done(result, timer, started)
+            result["seconds"] = timer.report(started)
+            return result
         blocking = [s["name"] for s in snaps
                     if s["namespace"] == USER_NAMESPACE and not is_upload_snap(s["name"])]
         if blocking and foreign_snapshots == REFUSE:
             raise exc.VolumeBusy(f"volume {pool}/{name} has snapshots ({', '.join(blocking)}): "
                                  "delete them first; nothing was changed")
         deps = cluster.children(pool, name)
-    result["dependents"] = [_where(d) for d in deps]
+    result["dependents"] = [where(d) for d in deps]
     steps.reached("delete.inspected")
 
     # snapshots of ours no clone needs: a clone v1 upload's snapshot after Glance deleted
@@ -110,7 +111,7 @@ def _delete_volume(cluster, pool, name, mode, delay, concurrency, leaf_remove,
         result["action"] = "removed"
     elif mode == DEFERRED:
         with timer.step("trash"):
-            cluster.metadata_set(pool, name, TRASH_MARK, ",".join(_where(d) for d in deps))
+            cluster.metadata_set(pool, name, TRASH_MARK, ",".join(where(d) for d in deps))
             steps.reached("delete.marked")
             cluster.trash_move(pool, name, max(0, int(delay)))
             steps.reached("delete.trashed")
@@ -126,7 +127,7 @@ def _delete_volume(cluster, pool, name, mode, delay, concurrency, leaf_remove,
             left = cluster.children(pool, name)
             if left:
                 raise exc.VolumeBusy(f"volume {pool}/{name}: new clones appeared while its "
-                                     f"dependents were flattened ({', '.join(map(_where, left))}); "
+                                     f"dependents were flattened ({', '.join(map(where, left))}); "
                                      "the volume is intact, delete it again")
             # a trashed snapshot goes with its last clone (we may write this pool);
             # a clone v1 upload's protected snapshot does not
@@ -136,7 +137,8 @@ def _delete_volume(cluster, pool, name, mode, delay, concurrency, leaf_remove,
             cluster.remove(pool, name)
             steps.reached("delete.removed")
         result["action"] = "flattened"
-    return _done(result, timer, started)
+    result["seconds"] = timer.report(started)
+    return result
 
 
 def flatten_all(cluster, deps, concurrency):
@@ -153,7 +155,7 @@ def flatten_all(cluster, deps, concurrency):
         else:
             cluster.flatten(dep["pool"], dep["image"])
         steps.reached("delete.flattened")
-        LOG.info("flattened %s", _where(dep))
+        LOG.info("flattened %s", where(dep))
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         errors = [f.exception() for f in [pool.submit(one, d) for d in deps]]
@@ -163,7 +165,3 @@ def flatten_all(cluster, deps, concurrency):
 
 
 
-
-def _done(result, timer, started):
-    result["seconds"] = timer.report(started)
-    return result

@@ -41,6 +41,7 @@ from cinder_ext import footprint, locks, steps
 from cinder_ext import glance as glance_mod
 from cinder_ext.ceph import TRASH_NAMESPACE, USER_NAMESPACE
 from cinder_ext.clone import Timer, clone_location
+from cinder_ext.delete import where
 from cinder_ext.footprint import (CLONE_SNAP_SUFFIX, CLONED_MARK, DELETED_SUFFIX,
                                   GLANCE_TRASH_MARK, IMAGE_SNAP, TRASH_MARK, is_upload_snap)
 
@@ -48,10 +49,6 @@ LOG = logging.getLogger(__name__)
 
 TRASH_SOURCE_USER = "USER"  # the binding reports names; older ones the enum value 0
 FINISH_TIMEOUT = 60         # seconds for Glance to activate an image whose upload we finish
-
-
-def _where(dep):
-    return f"{dep['pool']}/{dep['image']}" + (" (in trash)" if dep.get("trash") else "")
 
 
 def _utcnow():
@@ -124,7 +121,7 @@ class _Purge:
         tid = entry["id"]
         deps = self.c.children(pool, image_id=tid)
         if deps:
-            return "clones depend on it: " + ", ".join(map(_where, deps))
+            return "clones depend on it: " + ", ".join(map(where, deps))
         snaps = self.c.snaps(pool, None, image_id=tid)
         others = [s["original"] for s in snaps if not removable_snap(s)]
         if others:
@@ -245,7 +242,7 @@ class _Purge:
             try:
                 deps = self.c.children(self.vpool, name)
                 if deps:
-                    self.keep(what, "clones depend on it: " + ", ".join(map(_where, deps)))
+                    self.keep(what, "clones depend on it: " + ", ".join(map(where, deps)))
                     continue
                 snaps = self.c.snaps(self.vpool, name)
             except exc.CephNotFound:
@@ -523,9 +520,5 @@ def purge(cluster, volume_pool, image_pools=(), include_unmarked=False, scan_vol
         out["would_remove"] = run.plan
     else:
         out["reasons"] = {p["what"]: p["reason"] for p in run.plan}
-    return _done(out, timer, started)
-
-
-def _done(result, timer, started):
-    result["seconds"] = timer.report(started)
-    return result
+    out["seconds"] = timer.report(started)
+    return out
