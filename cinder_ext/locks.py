@@ -30,6 +30,12 @@ from cinder_ext import exceptions as exc
 LOG = logging.getLogger(__name__)
 
 LOCK_NAMESPACE = "cinder-rbd-clone.locks"
+# Releases up to 0.2 kept their lock objects in the pool's default namespace. Uploads and
+# purges hold their lock there too, so that during a rolling upgrade (old and new
+# cinder-volume services of one cluster at once) each release sees the other's uploads
+# in flight (tests/functional/test_mixed_versions.py). To be dropped once no supported
+# upgrade starts from 0.2.
+LEGACY_NAMESPACE = ""
 LOCK_PREFIX = "rbd_clone_lock."
 LOCK_NAME = "rbd_clone_lock"   # the one cls_lock on each lock object
 BLOCKLIST_EXPIRE = 3600        # a fenced client instance never comes back anyway
@@ -161,6 +167,34 @@ class ObjectLock:
         self._tidy()
 
 
+class UpgradeSafeLock:
+    """The same lock in the legacy namespace, then in ours (always in that order: two
+    takers never each hold one half); released in reverse. An ObjectLock's interface."""
+
+    def __init__(self, ceph, pool, what, shared=False, op="upload"):
+        self.parts = [ObjectLock(ceph, pool, what, shared=shared, op=op, namespace=ns)
+                      for ns in (LEGACY_NAMESPACE, LOCK_NAMESPACE)]
+
+    @property
+    def held(self):
+        return all(p.held for p in self.parts)
+
+    def attempt(self):
+        taken = []
+        for part in self.parts:
+            got = part.attempt()
+            if got is not True:
+                for t in reversed(taken):
+                    t.release()
+                return got
+            taken.append(part)
+        return True
+
+    def release(self):
+        for part in reversed(self.parts):
+            part.release()
+
+
 def reap_lock_objects(ceph, pool, namespace=LOCK_NAMESPACE):
     """Remove the lock objects of pool that dead holders left (a holder killed while it held
     a lock that nobody takes again: an upload to an image Cinder then deleted): each is
@@ -191,7 +225,7 @@ class ImageLock:
 
     def __init__(self, ceph, pool, image_id):
         self.ceph, self.pool, self.image_id = ceph, pool, image_id
-        self.lock = ObjectLock(ceph, pool, image_id, shared=False, op="upload")
+        self.lock = UpgradeSafeLock(ceph, pool, image_id, shared=False, op="upload")
 
     def __enter__(self):
         for _ in range(3):  # a broken dead lock can be retaken by a racer: then it is theirs
@@ -217,8 +251,8 @@ class VolumeLock:
     def __init__(self, ceph, pool, volume, shared, wait=VOLUME_LOCK_WAIT):
         self.ceph, self.pool, self.volume = ceph, pool, volume
         self.shared, self.wait = shared, wait
-        self.lock = ObjectLock(ceph, pool, volume, shared=shared,
-                               op="upload" if shared else "delete")
+        self.lock = UpgradeSafeLock(ceph, pool, volume, shared=shared,
+                                    op="upload" if shared else "delete")
 
     @property
     def held(self):

@@ -1,15 +1,16 @@
 #!/usr/bin/python3
 """A throwaway single-node Ceph cluster on loopback, for the demo, tests and benchmarks.
 
-    ceph-dev-cluster start DIR [--mon-port N] [--osd-backend memstore|bluestore] [--osd-size 4G]
+    ceph-dev-cluster start DIR [--mon-port N] [--osds 1|3] [--osd-backend memstore|bluestore] [--osd-size 4G]
     ceph-dev-cluster stop DIR
     ceph-dev-cluster status DIR
     ceph-dev-cluster env DIR
 
 Everything (ceph.conf, keyrings, mon and osd data, logs, sockets, pid files)
 lives under DIR, so several clusters run side by side when each has its own
-DIR and monitor port. One monitor (msgr2 only) and one OSD, cephx on, no mgr:
-RBD needs none. The pools and the two least-privilege users that this feature
+DIR and monitor port. One monitor (msgr2 only) and one OSD (or three, with
+every pool replicated three times, min_size 2, as production pools are),
+cephx on, no mgr: RBD needs none. The pools and the two least-privilege users that this feature
 needs in production are created, and a ceph.conf + keyring per user written
 to DIR/clients/<user>/.
 
@@ -134,7 +135,7 @@ class Cluster:
                     "--connect-timeout", "10", *args], timeout=timeout, check=check)
 
     # -- start --
-    def start(self, mon_port, backend, osd_size, pools, users, watch_timeout=30):
+    def start(self, mon_port, backend, osd_size, pools, users, watch_timeout=30, osds=1):
         if os.path.isdir(self.dir) and os.listdir(self.dir):
             raise ClusterError(f"directory not empty: {self.dir}")
         if mon_port and not port_free(mon_port):
@@ -148,11 +149,14 @@ class Cluster:
         state = {"dir": self.dir, "fsid": fsid, "mon_port": port, "mon_addr": f"127.0.0.1:{port}",
                  "osd_backend": backend, "osd_size": osd_size, "pools": pools, "users": users,
                  "conf": self.conf, "admin_keyring": self.admin_keyring, "clients": {},
-                 "watch_timeout": watch_timeout}
-        self._write_conf(fsid, port, backend, osd_size, watch_timeout)
+                 "watch_timeout": watch_timeout, "osds": osds}
+        self._write_conf(fsid, port, backend, osd_size, watch_timeout, osds)
         try:
             self._start_mon(fsid, port)
-            self._start_osd(backend)
+            for _ in range(osds):
+                self._start_osd(backend)
+            self._wait(lambda: f'"num_up_osds":{osds}' in self.ceph("osd", "stat", "-f", "json").stdout.replace(" ", ""),
+                       f"{osds} OSD(s) to come up")
             self._create_pools(pools)
             self._create_users(pools, users, state)
             self._wait_writable(pools)
@@ -174,7 +178,7 @@ class Cluster:
             path = os.path.join(self.dir, name)
             shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
 
-    def _write_conf(self, fsid, port, backend, osd_size, watch_timeout=30):
+    def _write_conf(self, fsid, port, backend, osd_size, watch_timeout=30, osds=1):
         osd_store = {
             "memstore": f"osd objectstore = memstore\nmemstore device bytes = {osd_size}\n",
             "bluestore": ("osd objectstore = bluestore\nbluestore block create = true\n"
@@ -200,8 +204,8 @@ run dir = {self.run_dir}
 admin socket = {self.run_dir}/$cluster-$name.asok
 pid file = {self.run_dir}/$name.pid
 log file = {self.log_dir}/$cluster-$name.log
-osd pool default size = 1
-osd pool default min size = 1
+osd pool default size = {osds}
+osd pool default min size = {min(osds, 2)}
 osd pool default pg num = 8
 osd pool default pgp num = 8
 osd pool default pg autoscale mode = off
@@ -264,8 +268,6 @@ osd data = {self.dir}/osd/$cluster-$id
         self.ceph("auth", "add", f"osd.{osd_id}", "osd", "allow *", "mon", "allow profile osd",
                   "mgr", "allow profile osd", "-i", os.path.join(osd_data, "keyring"))
         run(["ceph-osd", "--conf", self.conf, "-i", osd_id], timeout=60)
-        self._wait(lambda: '"num_up_osds":1' in self.ceph("osd", "stat", "-f", "json").stdout.replace(" ", ""),
-                   "the OSD to come up")
 
     def _create_pools(self, pools):
         for pool in (pools["images"], pools["volumes"]):
@@ -412,6 +414,8 @@ def main(argv=None):
     start = sub.add_parser("start", help="boot a new cluster in DIR (empty or absent)")
     start.add_argument("dir")
     start.add_argument("--mon-port", type=int, default=0, help="monitor port (default: any free port)")
+    start.add_argument("--osds", type=int, choices=(1, 3), default=1,
+                       help="OSDs; with 3, pools keep 3 replicas (min_size 2) (default 1)")
     start.add_argument("--osd-backend", choices=("memstore", "bluestore"), default="memstore",
                        help="memstore: RAM, fast, lost on stop; bluestore: a file under DIR")
     start.add_argument("--osd-size", default="2G", help="OSD capacity, e.g. 2G (default 2G)")
@@ -452,7 +456,7 @@ def main(argv=None):
             state = cluster.start(args.mon_port, args.osd_backend, parse_size(args.osd_size),
                                   {"images": args.glance_pool, "volumes": args.cinder_pool},
                                   {"glance": args.glance_user, "cinder": args.cinder_user},
-                                  args.watch_timeout)
+                                  args.watch_timeout, args.osds)
             print(f"ceph dev cluster {state['fsid']} ready on {state['mon_addr']} "
                   f"in {time.monotonic() - t0:.1f}s ({cluster.dir})")
         elif args.command == "stop":

@@ -1,11 +1,14 @@
 #!/usr/bin/python3
 """A real storage cloud on this machine, everything under one directory, loopback only.
 
-    tools/cloud start DIR [--timeout S]   boot it (DIR empty or absent); prints DIR/cloud.json's path
+    tools/cloud start DIR [--timeout S] [--osds 1|3] [--volume-services N]
+                                          boot it (DIR empty or absent); prints DIR/cloud.json's path
     tools/cloud status DIR                each component: up or down (JSON); exit 1 if one is down
     tools/cloud env DIR                   shell exports: OS_CLIENT_CONFIG_FILE, OS_CLOUD=member, PATH, CEPH_*
     tools/cloud stop DIR                  no process, port or mount left
     tools/cloud clone on|off DIR          enable_clone_optimization; restarts cinder-volume
+    tools/cloud driver ours|upstream DIR  volume_driver: ours, or upstream's RBDDriver (as an
+                                          operator goes back); restarts cinder-volume
     tools/cloud tempest DIR               Tempest + cinder-tempest-plugin (tools/cloud_tempest.py)
     tools/cloud soak DIR [--minutes M] [--seed N]   users, admins and faults at random (tools/soak.py)
     tools/cloud tempest-ab DIR            every volume test without compute, with our driver then
@@ -13,7 +16,8 @@
 
 Components, each on a free port picked at start, each with HOME=DIR/home:
 
-    DIR/ceph       tools/ceph-dev-cluster (cephx, least-privilege users glance and cinder)
+    DIR/ceph       tools/ceph-dev-cluster (cephx, least-privilege users glance and cinder); with
+                   --osds 3, three OSDs and every pool size 3, min_size 2
     DIR/mysql      Debian's mariadbd: its own datadir, socket and port; databases and users
                    keystone, glance, cinder (never the system instance)
     DIR/rabbitmq   Debian's rabbitmq-server: its own node name, AMQP and dist ports, epmd
@@ -29,7 +33,10 @@ Components, each on a free port picked at start, each with HOME=DIR/home:
     DIR/cinder     Cinder 29: cinder-api (gunicorn), cinder-scheduler, cinder-volume, over
                    RabbitMQ and MariaDB; backend `ceph` with cinder_ext.driver.RBDCloneUploadDriver,
                    enable_clone_optimization = true, rbd_user cinder; [glance], [service_user]
-                   (send_service_user_token) and [keystone_authtoken] as an operator writes them
+                   (send_service_user_token) and [keystone_authtoken] as an operator writes them.
+                   With --volume-services N (N > 1), N cinder-volume services (hosts cloud,
+                   cloud-2, ...) in one active-active Cinder cluster (`[DEFAULT] cluster`), as
+                   Kolla and OpenStack-Ansible deploy them: each its own log, cinder-volume-K.log
 
 Upstream services never run with the checkout as their working directory or on
 their sys.path: our `glance` package shares upstream Glance's import name.
@@ -106,7 +113,7 @@ class Services:
         return proc
 
     # start ----------------------------------------------------------------------------------
-    def start(self, timeout):
+    def start(self, timeout, osds=1, volume_services=1):
         d = self.dir
         if os.path.exists(d) and (not os.path.isdir(d) or os.listdir(d)):
             raise CloudError(f"{d} is not an empty directory")
@@ -128,7 +135,8 @@ class Services:
                                                 "info_api", "frontdoor", "cinder")}
         self.state = {"dir": d, "ports": ports, "pgids": {}, "started": time.time(),
                       "passwords": {k: secrets.token_hex(12) for k in ("keystone", "glance", "cinder",
-                                                                        "rabbit")}}
+                                                                        "rabbit")},
+                      "osds": osds, "volume_services": volume_services}
         self.save()
         t0 = time.monotonic()
         try:
@@ -163,7 +171,7 @@ class Services:
 
     def _ceph(self):
         proc = subprocess.run([os.path.join(HERE, "ceph-dev-cluster"), "start", self.path("ceph"),
-                               "--osd-size", "8G"],
+                               "--osd-size", "8G", "--osds", str(self.state.get("osds", 1))],
                               capture_output=True, text=True, env=self.env(), cwd=self.dir, timeout=300)
         if proc.returncode != 0:
             raise CloudError(f"ceph-dev-cluster: {last_line(proc.stderr)}")
@@ -365,7 +373,8 @@ class Services:
                         "quota_backups": 50,
                         # without it cinder-api ignores list filters by name and status
                         "resource_query_filters_file": os.path.join(
-                            VENVS["cinder"], "etc", "cinder", "resource_filters.json")},
+                            VENVS["cinder"], "etc", "cinder", "resource_filters.json"),
+                        **({"cluster": "cloud-cluster"} if self.volume_services() > 1 else {})},
             "database": {"connection": self.db_url("cinder")},
             "oslo_concurrency": {"lock_path": os.path.join(c, "locks")},
             "oslo_messaging_rabbit": {"heartbeat_timeout_threshold": 60},
@@ -416,8 +425,9 @@ class Services:
         procs = {"scheduler": self.spawn("cinder_scheduler", [os.path.join(venv, "bin", "cinder-scheduler"),
                                                                "--config-file", conf],
                                          os.path.join(c, "scheduler.out"), cwd=c, env=env)}
-        procs["volume"] = self.spawn("cinder_volume", self.volume_cmd(), os.path.join(c, "volume.out"),
-                                     cwd=c, env=env)
+        for k in range(1, self.volume_services() + 1):
+            procs[f"volume{k}"] = self.spawn(self.volume_pgid_name(k), self.volume_cmd(k),
+                                             os.path.join(c, f"volume{self.suffix(k)}.out"), cwd=c, env=env)
         gconf = os.path.join(c, "gunicorn.conf.py")
         with open(gconf, "w") as f:
             # Cinder's WSGI entry parses sys.argv with oslo.config: hand it our config, not
@@ -444,8 +454,9 @@ class Services:
                 return e.code == 300  # the version document: Multiple Choices
         wait_for("cinder-api", versions, timeout,
                  dead=dead, log=os.path.join(c, "gunicorn.log"))
-        wait_for("cinder-volume and cinder-scheduler", lambda: self.driver_ready() and self.services_up() >= {
-            "cinder-scheduler", "cinder-volume"},
+        wait_for("cinder-volume and cinder-scheduler", lambda: all(
+            self.driver_ready(k) for k in range(1, self.volume_services() + 1)) and "cinder-scheduler" in
+            self.services_up() and len(self.volume_hosts_up()) == self.volume_services(),
                  timeout, dead=dead, log=os.path.join(c, "cinder-volume.log"))
 
     def _etc_ceph(self):
@@ -461,35 +472,62 @@ class Services:
         shutil.copy(ceph["CEPH_CINDER_KEYRING"],
                     os.path.join(etc, f"ceph.client.{ceph['CEPH_CINDER_USER']}.keyring"))
 
-    def volume_cmd(self):
-        c = self.path("cinder")
-        return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                'mount --bind "$0" /etc/ceph && exec "$1" --config-file "$2"', self.path("etc-ceph"),
-                os.path.join(VENVS["cinder"], "bin", "cinder-volume"), os.path.join(c, "cinder.conf")]
+    # cinder-volume service k (1, 2, ...): host cloud, cloud-2, ...; service 1 keeps the names
+    # of a one-service cloud (pgid cinder_volume, cinder-volume.log)
+    def volume_services(self):
+        return self.state.get("volume_services", 1)
 
-    def restart_volume(self, timeout=120):
-        """Restart cinder-volume alone (after a change to cinder.conf); wait until it is up."""
-        self.load()
+    @staticmethod
+    def suffix(k):
+        return "" if k == 1 else f"-{k}"
+
+    def volume_pgid_name(self, k):
+        return "cinder_volume" if k == 1 else f"cinder_volume_{k}"
+
+    def volume_host(self, k):
+        return f"cloud{self.suffix(k)}"
+
+    def volume_cmd(self, k=1):
         c = self.path("cinder")
+        confs = [os.path.join(c, "cinder.conf")]
+        if k > 1:  # its own host and log file over the shared cinder.conf
+            confs.append(os.path.join(c, f"cinder-volume{self.suffix(k)}.conf"))
+            write_ini(confs[-1], {"DEFAULT": {"host": self.volume_host(k),
+                                              "log_file": f"cinder-volume{self.suffix(k)}.log"}})
+        args = " ".join(f'--config-file "${i + 2}"' for i in range(len(confs)))
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                f'mount --bind "$0" /etc/ceph && exec "$1" {args}', self.path("etc-ceph"),
+                os.path.join(VENVS["cinder"], "bin", "cinder-volume"), *confs]
+
+    def restart_volume(self, timeout=120, services=None):
+        """Restart cinder-volume services (all by default: after a change to cinder.conf),
+        one after the other, as a rolling restart does; wait until each is up."""
+        self.load()
         self._etc_ceph()
+        for k in services or range(1, self.volume_services() + 1):
+            self._restart_one_volume(k, timeout)
+
+    def _restart_one_volume(self, k, timeout):
+        c = self.path("cinder")
         try:
-            stop_group(self.state["pgids"]["cinder_volume"], STOP_GRACE)
+            stop_group(self.state["pgids"][self.volume_pgid_name(k)], STOP_GRACE)
         except PeerError as e:
             raise CloudError(f"cinder-volume: {e}") from None
-        since, ready = time.time(), self.driver_ready()
-        proc = self.spawn("cinder_volume", self.volume_cmd(), os.path.join(c, "volume.out"), cwd=c,
+        since, ready = time.time(), self.driver_ready(k)
+        proc = self.spawn(self.volume_pgid_name(k), self.volume_cmd(k),
+                          os.path.join(c, f"volume{self.suffix(k)}.out"), cwd=c,
                           env=self.env(OS_CINDER_CONFIG_DIR=c))
         # up means a heartbeat from the new process: the old one's last report may still count
-        wait_for("cinder-volume", lambda: self.driver_ready() > ready and self.volume_reported_since(since),
-                 timeout,
-                 dead=lambda: proc.poll() is not None, log=os.path.join(c, "cinder-volume.log"))
+        wait_for(f"cinder-volume {self.volume_host(k)}",
+                 lambda: self.driver_ready(k) > ready and self.volume_reported_since(since, k), timeout,
+                 dead=lambda: proc.poll() is not None, log=os.path.join(c, f"cinder-volume{self.suffix(k)}.log"))
 
-    def driver_ready(self):
+    def driver_ready(self, k=1):
         """cinder-volume's driver initialized (a driver that failed to set up leaves the
         service running, and `up`, but with every request failing)."""
         n = 0
         try:
-            with open(self.path("cinder", "cinder-volume.log"), errors="replace") as f:
+            with open(self.path("cinder", f"cinder-volume{self.suffix(k)}.log"), errors="replace") as f:
                 for line in f:
                     if "Driver post RPC initialization completed successfully" in line:
                         n += 1
@@ -497,11 +535,11 @@ class Services:
             pass
         return n
 
-    def volume_reported_since(self, since):
+    def volume_reported_since(self, since, k=1):
         out = self.sql("SELECT UNIX_TIMESTAMP(updated_at) FROM cinder.services WHERE `binary`='cinder-volume' "
-                       "AND deleted=0;")
+                       f"AND host LIKE '{self.volume_host(k)}@%' AND deleted=0;")
         stamps = [float(x) for x in out.split()[1:] if x not in ("NULL",)]
-        return bool(stamps) and max(stamps) > since and "cinder-volume" in self.services_up()
+        return bool(stamps) and max(stamps) > since and self.volume_host(k) in self.volume_hosts_up()
 
     def set_clone(self, enabled):
         """enable_clone_optimization in the backend section, then restart cinder-volume."""
@@ -541,6 +579,15 @@ class Services:
             services = json.load(resp)["services"]
         return {s["binary"] for s in services if s["state"] == "up"}
 
+    def volume_hosts_up(self):
+        """The hosts (cloud, cloud-2, ...) of the cinder-volume services reported up."""
+        token, project = self.token()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.state['ports']['cinder']}/v3/{project}/os-services"
+                                     "?binary=cinder-volume", headers={"X-Auth-Token": token})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            services = json.load(resp)["services"]
+        return {s["host"].split("@")[0] for s in services if s["state"] == "up"}
+
     def status(self):
         st = self.load()
         out = {name: ("up" if group_members(pgid) else "down") for name, pgid in st.get("pgids", {}).items()}
@@ -558,7 +605,8 @@ class Services:
             self.load()
         pgids = self.state.get("pgids", {})
         # clients of the database and the bus first, then the bus, the database, epmd last
-        order = ["cinder_api", "cinder_volume", "cinder_scheduler", "frontdoor", "info_api", "glance",
+        volumes = sorted(n for n in pgids if n.startswith("cinder_volume"))
+        order = ["cinder_api", *volumes, "cinder_scheduler", "frontdoor", "info_api", "glance",
                  "keystone", "rabbitmq", "mysql", "epmd"]
         for name in order + [n for n in pgids if n not in order]:
             if name in pgids:
@@ -607,6 +655,10 @@ def main(argv=None):
     s = sub.add_parser("start")
     s.add_argument("dir")
     s.add_argument("--timeout", type=float, default=150, help="seconds per service to come up")
+    s.add_argument("--osds", type=int, choices=(1, 3), default=1,
+                   help="Ceph OSDs; with 3, pools keep 3 replicas (min_size 2) (default 1)")
+    s.add_argument("--volume-services", type=int, choices=(1, 2, 3), default=1,
+                   help="cinder-volume services; more than 1: one active-active Cinder cluster (default 1)")
     for name in ("stop", "status", "env"):
         sub.add_parser(name).add_argument("dir")
     t = sub.add_parser("tempest", help="Tempest + cinder-tempest-plugin against the cloud (cloud_tempest.py)")
@@ -625,6 +677,9 @@ def main(argv=None):
     c = sub.add_parser("clone", help="turn enable_clone_optimization on or off; restarts cinder-volume")
     c.add_argument("state", choices=("on", "off"))
     c.add_argument("dir")
+    c = sub.add_parser("driver", help="volume_driver: ours or upstream's RBDDriver; restarts cinder-volume")
+    c.add_argument("driver", choices=("ours", "upstream"))
+    c.add_argument("dir")
     args = parser.parse_args(argv)
     if not args.command:
         print("cloud: a subcommand is required: start, stop, status or env", file=sys.stderr)
@@ -634,7 +689,7 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         if args.command == "start":
-            st = cloud.start(args.timeout)
+            st = cloud.start(args.timeout, osds=args.osds, volume_services=args.volume_services)
             print(f"cloud ready in {st['boot_seconds']} s: {cloud.path(STATE)}")
             print(f"  eval \"$(tools/cloud env {cloud.dir})\"; openstack volume list", file=sys.stderr)
         elif args.command == "stop":
@@ -652,9 +707,12 @@ def main(argv=None):
             return 1 if out["differing"] else 0
         elif args.command == "clone":
             cloud.set_clone(args.state == "on")
+        elif args.command == "driver":
+            cloud.set_driver(args.driver == "upstream")
         elif args.command == "soak":
             # cinder-volume's restart after a kill: tools/cloud's own, in this process
-            return soak.main(cloud.dir, args.minutes, args.seed, restart_volume=lambda _on: cloud.restart_volume())
+            return soak.main(cloud.dir, args.minutes, args.seed,
+                             restart_volume=lambda k: cloud.restart_volume(services=[k]))
         elif args.command == "env":
             for k, v in cloud.env_lines().items():
                 print(f"export {k}='{v}'")

@@ -156,6 +156,12 @@ class Cloud:
         if proc.returncode != 0:
             raise FlowError(proc.stderr.strip())
 
+    def set_driver(self, driver):
+        """`ours` or `upstream` (cinder.volume.drivers.rbd.RBDDriver); restarts cinder-volume."""
+        proc = subprocess.run([CLOUD, "driver", driver, self.dir], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise FlowError(proc.stderr.strip())
+
     def os_env(self, user="member"):
         # nothing of the caller's Ceph or OpenStack settings (CEPH_KEYRING, OS_*) leaks in
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "CEPH_"))}

@@ -135,6 +135,55 @@ def test_stop_leaves_no_process_and_frees_ports(tmp_path):
         sock.bind(("127.0.0.1", port))
 
 
+def test_three_osds_keep_three_replicas_and_a_killed_osd_recovers_from_its_peers(tmp_path):
+    """--osds 3: pools of size 3, min_size 2. An OSD killed (SIGKILL) keeps I/O going; its
+    memstore restarts empty and backfills from the other two: afterwards it alone serves
+    the data (the other two stopped, min_size lowered to 1 to let it)."""
+    cluster = DevCluster.start(str(tmp_path / "c"), "--osd-size", "512M", "--osds", "3")
+    try:
+        ceph = ["ceph", "--conf", cluster.conf]
+        detail = subprocess.run(ceph + ["osd", "pool", "ls", "detail"], capture_output=True, text=True,
+                                timeout=60).stdout
+        assert detail.count("replicated size 3 min_size 2") == 2, detail
+        data = os.urandom(4 * MiB)
+        # an op that cannot be served fails the test in 30 s instead of hanging it
+        conn = rados.Rados(conffile=cluster.conf, conf={"rados_osd_op_timeout": "30"})
+        conn.connect(timeout=10)
+        try:
+            with conn.open_ioctx("volumes") as ioctx:
+                ioctx.write_full("probe", data)
+                pidfile = os.path.join(cluster.dir, "run", "osd.1.pid")
+                with open(pidfile) as f:
+                    os.kill(int(f.read()), 9)
+                subprocess.run(ceph + ["osd", "down", "1"], capture_output=True, timeout=60)
+                ioctx.write_full("probe2", data)  # two replicas left: min_size 2 still writes
+                subprocess.run(["ceph-osd", "--conf", cluster.conf, "-i", "1"], check=True, timeout=60)
+                deadline = time.monotonic() + 60
+                while '"num_up_osds":3' not in subprocess.run(
+                        ceph + ["osd", "stat", "-f", "json"], capture_output=True, text=True,
+                        timeout=60).stdout.replace(" ", ""):
+                    assert time.monotonic() < deadline, "osd.1 did not rejoin"
+                    time.sleep(0.5)
+                time.sleep(5)  # recovery of two small objects
+                subprocess.run(ceph + ["osd", "pool", "set", "volumes", "min_size", "1"], capture_output=True,
+                               timeout=60, check=True)
+                for other in ("0", "2"):
+                    with open(os.path.join(cluster.dir, "run", f"osd.{other}.pid")) as f:
+                        os.kill(int(f.read()), 19)  # SIGSTOP: osd.1 alone serves
+                subprocess.run(ceph + ["osd", "down", "0", "2"], capture_output=True, timeout=60)
+                try:
+                    assert ioctx.read("probe", len(data)) == data
+                    assert ioctx.read("probe2", len(data)) == data
+                finally:
+                    for other in ("0", "2"):
+                        with open(os.path.join(cluster.dir, "run", f"osd.{other}.pid")) as f:
+                            os.kill(int(f.read()), 18)  # SIGCONT
+        finally:
+            conn.shutdown()
+    finally:
+        cluster.stop(remove=False)
+
+
 def tool(*args):
     return subprocess.run([TOOL, *args], capture_output=True, text=True, timeout=120)
 
@@ -162,6 +211,7 @@ def test_non_empty_directory_is_a_one_line_error(tmp_path):
     (("frobnicate",), "invalid choice: 'frobnicate'"),
     ((), "a subcommand is required"),
     (("start", "/tmp/x", "--osd-size", "lots"), "--osd-size: not a size"),
+    (("start", "/tmp/x", "--osds", "2"), "--osds: invalid choice: 2"),
     (("status", "/nonexistent/dev-cluster"), "no dev cluster in /nonexistent/dev-cluster"),
 ])
 def test_bad_input_is_a_one_line_error(args, message):
