@@ -264,6 +264,8 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
         self._scan_next = None  # where the next purge's look at volumes' snapshots goes on
         # volumes whose delete runs our path: upstream's removal of them is not redirected
         self._deleting_ours = set()
+        # volume name -> its clone parent, as upstream's delete found it (_get_clone_info)
+        self._parents_seen = {}
 
     @classmethod
     def get_driver_options(cls):
@@ -354,6 +356,42 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
     @staticmethod
     def _has_upload_snapshot(rbd_image):
         return any(footprint.is_upload_snap(s["original"]) for s in snapshots_of(rbd_image, protected=False))
+
+    # Upstream's _delete_volume returns from its fast path (the volume removed at once)
+    # before it walks up a clone's chain, so the parent keeps <volume>.clone_snap, pinning
+    # the parent's old data for its life (and, once Cinder deleted the parent, keeping it
+    # as <parent>.deleted). With the option on, the walk is finished with upstream's own
+    # _delete_clone_parent_refs, only where that snapshot is still there and has no clone.
+    def _get_clone_info(self, volume, volume_name, snap=None):
+        info = super()._get_clone_info(volume, volume_name, snap)
+        if volume_name in self._parents_seen:  # our _delete_volume is asking
+            self._parents_seen[volume_name] = info
+        return info
+
+    def _delete_volume(self, volume, client):
+        if not self._clone_on:
+            return super()._delete_volume(volume, client)
+        self._parents_seen[volume.name] = None
+        try:
+            super()._delete_volume(volume, client)
+            parent = self._parents_seen[volume.name]
+        finally:
+            self._parents_seen.pop(volume.name, None)
+        if parent and parent[1] and not self._snapshot_has_clones(client, parent[1], parent[2]):
+            LOG.info("Dropping %(parent)s@%(snap)s: its clone %(vol)s is deleted",
+                     {"parent": parent[1], "snap": parent[2], "vol": volume.name})
+            self._delete_clone_parent_refs(client, parent[1], parent[2])
+
+    def _snapshot_has_clones(self, client, name, snap):
+        """True also when the snapshot is gone (upstream's slow path dropped it)."""
+        try:
+            with self.rbd.Image(client.ioctx, name, read_only=True) as image:
+                if snap not in {s["name"] for s in image.list_snaps()}:
+                    return True
+                image.set_snap(snap)
+                return bool(list(image.list_children2()))
+        except self.rbd.ImageNotFound:
+            return True
 
     def delete_volume(self, volume):
         try:

@@ -499,15 +499,17 @@ class Services:
                 f'mount --bind "$0" /etc/ceph && exec "$1" {args}', self.path("etc-ceph"),
                 os.path.join(VENVS["cinder"], "bin", "cinder-volume"), *confs]
 
-    def restart_volume(self, timeout=120, services=None):
+    def restart_volume(self, timeout=120, services=None, extra_env=None):
         """Restart cinder-volume services (all by default: after a change to cinder.conf),
-        one after the other, as a rolling restart does; wait until each is up."""
+        one after the other, as a rolling restart does; wait until each is up. extra_env:
+        for the restarted processes only (a test runs another release's code through
+        PYTHONPATH)."""
         self.load()
         self._etc_ceph()
         for k in services or range(1, self.volume_services() + 1):
-            self._restart_one_volume(k, timeout)
+            self._restart_one_volume(k, timeout, extra_env or {})
 
-    def _restart_one_volume(self, k, timeout):
+    def _restart_one_volume(self, k, timeout, extra_env):
         c = self.path("cinder")
         try:
             stop_group(self.state["pgids"][self.volume_pgid_name(k)], STOP_GRACE)
@@ -516,7 +518,7 @@ class Services:
         since, ready = time.time(), self.driver_ready(k)
         proc = self.spawn(self.volume_pgid_name(k), self.volume_cmd(k),
                           os.path.join(c, f"volume{self.suffix(k)}.out"), cwd=c,
-                          env=self.env(OS_CINDER_CONFIG_DIR=c))
+                          env=self.env(OS_CINDER_CONFIG_DIR=c, **extra_env))
         # up means a heartbeat from the new process: the old one's last report may still count
         wait_for(f"cinder-volume {self.volume_host(k)}",
                  lambda: self.driver_ready(k) > ready and self.volume_reported_since(since, k), timeout,

@@ -21,8 +21,8 @@ Invariants, checked while it runs and at the end:
 * every RBD image, trash entry and snapshot of both pools is accounted for by a Cinder
   volume or snapshot, a Glance image, or a trash entry that something still needs (one
   with snapshots); anything else may exist for ORPHAN_BOUND at most (a purge pending),
-  counted from when it was first seen loose or from the end of the last fault, whichever
-  is later (a purge skips what it cannot prove orphaned while Glance or Ceph is away);
+  plus, for each fault while it was loose, the fault's length and a purge interval (a
+  purge skips what it cannot prove orphaned while Glance or Ceph is away);
 * no live process is ever blocklisted (`ceph osd blocklist ls`, matched to processes
   through the monitor's sessions and the sockets' owners); cinder-volume is reported
   down only while the soak has it down;
@@ -138,7 +138,7 @@ class Soak:
         self.disruptions = []  # [start, end or None]: faults upstream's driver loses work to too
         self.orphan_seen = {}
         self.longest_pending = (0.0, "-")  # the longest an RBD item stayed unaccounted
-        self.fault_ended = 0.0  # monotonic: when the last fault ended (services back)
+        self.fault_windows = []  # [start, end]: every fault, from its start to its services back
         self.blocklist_seen = set()
         self.nonce_pid = {}
         self.last_ceph_check = 0.0
@@ -387,10 +387,13 @@ class Soak:
         for name in loose:
             first = self.orphan_seen.setdefault(name, now)
             # a purge cannot judge while Glance, Keystone or the monitor is away (it skips what
-            # it cannot prove orphaned): the bound counts from the end of the last fault
-            if now - max(first, self.fault_ended) > bound:
-                self.violation(f"unaccounted in Ceph for {now - first:.0f}s "
-                               f"({now - self.fault_ended:.0f}s after the last fault): {name}")
+            # it cannot prove orphaned): each fault while it was loose extends its bound by
+            # the fault's length and one purge interval
+            allowed = bound + sum(min(end, now) - max(start, first) + PURGE_INTERVAL
+                                  for start, end in self.fault_windows if end > first and start < now)
+            if now - first > allowed:
+                self.violation(f"unaccounted in Ceph for {now - first:.0f}s (bound {allowed:.0f}s "
+                               f"with the faults meanwhile): {name}")
                 self.orphan_seen[name] = now + 10 ** 6  # once
         bl = self.blocklist()
         for addr in bl or []:
@@ -874,10 +877,11 @@ class Soak:
         return self.finish()
 
     def do_fault(self, fault):
+        start = time.monotonic()
         try:
             self._do_fault(fault)
         finally:
-            self.fault_ended = time.monotonic()
+            self.fault_windows.append((start, time.monotonic()))
 
     def _do_fault(self, fault):
         self.count(self.faults, fault)

@@ -63,3 +63,26 @@ def cloud():
     assert not left, f"still running after tools/cloud stop: {left}"
     assert not open_ports, f"still listening after tools/cloud stop: {open_ports}"
     subprocess.run(["rm", "-rf", d])
+
+
+@pytest.fixture(scope="module")
+def active_active_cloud():
+    """A cloud of the module's own, shaped as most Ceph deployments of Cinder are: two
+    cinder-volume services (hosts cloud, cloud-2) in one active-active Cinder cluster over
+    3 OSDs with pools of size 3 (`tools/cloud start --osds 3 --volume-services 2`, about
+    30 s); its directory. Stopped at the end of the module, nothing left running.
+    TEST_AA_CLOUD_DIR=DIR uses one you started that way instead."""
+    if os.environ.get("TEST_AA_CLOUD_DIR"):
+        yield os.environ["TEST_AA_CLOUD_DIR"]
+        return
+    d = tempfile.mkdtemp(prefix="aa-cloud-")
+    os.rmdir(d)
+    proc = subprocess.run([CLOUD, "start", d, "--osds", "3", "--volume-services", "2"],
+                          capture_output=True, text=True, cwd="/")
+    if proc.returncode != 0:
+        pytest.fail(f"tools/cloud start --osds 3 --volume-services 2: {proc.stderr.strip()}")
+    yield d
+    stop = subprocess.run([CLOUD, "stop", d], capture_output=True, text=True, cwd="/")
+    assert stop.returncode == 0, stop.stderr
+    assert not processes_under(d)
+    subprocess.run(["rm", "-rf", d])

@@ -6,37 +6,17 @@ too; glance-api; an OSD killed and restarted; the monitor; Keystone stopped; Rab
 restarted), from a fixed seed. It must end with 0 invariant violations and 0 leftovers,
 and leave that cloud as it found it: every service, both cinder-volume hosts up.
 
-Its own cloud, not the session's: the session's has one OSD and one cinder-volume (the
-crash-recovery test kills "the" cinder-volume). It boots in about 30 s here.
+Its own cloud (conftest's active_active_cloud), not the session's: the session's has one
+OSD and one cinder-volume (the crash-recovery test kills "the" cinder-volume).
 """
 
-import os
 import re
 import subprocess
-import tempfile
-
-import pytest
 
 import cloudlib as cloud_tool
-from tests.cloud.conftest import processes_under
 
 SEED = 22
 MINUTES = 3
-
-
-@pytest.fixture(scope="module")
-def active_active_cloud():
-    d = tempfile.mkdtemp(prefix="soak-cloud-")
-    os.rmdir(d)
-    proc = subprocess.run([cloud_tool.CLOUD, "start", d, "--osds", "3", "--volume-services", "2"],
-                          capture_output=True, text=True, cwd="/")
-    if proc.returncode != 0:
-        pytest.fail(f"tools/cloud start --osds 3 --volume-services 2: {proc.stderr.strip()}")
-    yield d
-    stop = subprocess.run([cloud_tool.CLOUD, "stop", d], capture_output=True, text=True, cwd="/")
-    assert stop.returncode == 0, stop.stderr
-    assert not processes_under(d)
-    subprocess.run(["rm", "-rf", d])
 
 
 def test_the_cloud_is_active_active_on_three_replicas(active_active_cloud):
@@ -63,8 +43,7 @@ def test_a_short_soak_leaves_no_violation_and_nothing_behind(active_active_cloud
     assert re.search(r"^violations: 0$", summary, re.M), summary
     assert re.search(r"^leftovers: 0$", summary, re.M), summary
     assert proc.returncode == 0, proc.stderr[-2000:]
-    # it ran what it claims: both cinder-volume services were killed at least once over the
-    # seed's faults, or the soak's summary says which
+    # faults happened, not only load
     assert re.search(r"^faults: [1-9]", summary, re.M), summary
 
     # the cloud as the soak found it: every process and both cinder-volume hosts up
