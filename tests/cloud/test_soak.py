@@ -21,10 +21,11 @@ MINUTES = 3
 
 def test_the_cloud_is_active_active_on_three_replicas(active_active_cloud):
     c = cloud_tool.Cloud(active_active_cloud)
-    volume = [s for s in c.services() if s["binary"] == "cinder-volume"]
-    assert sorted(s["host"] for s in volume) == ["cloud-2@ceph", "cloud@ceph"]
-    assert {s["cluster"] for s in volume} == {"cloud-cluster@ceph"}
-    assert {s["state"] for s in volume} == {"up"}
+    # the official client, which asks for the microversion that shows clusters
+    volume = [s for s in c.openstack("volume", "service", "list", user="admin") if s["Binary"] == "cinder-volume"]
+    assert sorted(s["Host"] for s in volume) == ["cloud-2@ceph", "cloud@ceph"], volume
+    assert {s.get("Cluster") for s in volume} == {"cloud-cluster@ceph"}, volume
+    assert {s["State"] for s in volume} == {"up"}, volume
     pools = subprocess.run(["ceph", "--conf", c.env["CEPH_CONF"], "osd", "pool", "ls", "detail"],
                            capture_output=True, text=True, timeout=60).stdout
     assert len(re.findall(r"replicated size 3 min_size 2", pools)) == 2, pools
