@@ -91,9 +91,10 @@ class CinderEnv:
         else:  # every lock object of both pools
             objects = [(pool, o) for pool in (self.vpool, self.ipool)
                        for o in lock_objects(self.io[pool])]
-        while True:
-            watched = [f"{pool}/{obj}" for pool, obj in objects
-                       if self.cluster.admin("rados", "-p", pool, "-N", locks.LOCK_NAMESPACE,
+        while True:  # each lock is held in both namespaces (locks.UpgradeSafeLock)
+            watched = [f"{pool}/{ns}/{obj}" for pool, obj in objects
+                       for ns in (locks.LEGACY_NAMESPACE, locks.LOCK_NAMESPACE)
+                       if self.cluster.admin("rados", "-p", pool, "-N", ns,
                                              "listwatchers", obj, check=False).strip()]
             if not watched:
                 return time.monotonic() - t0
