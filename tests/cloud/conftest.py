@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -86,3 +87,17 @@ def active_active_cloud():
     assert stop.returncode == 0, stop.stderr
     assert not processes_under(d)
     subprocess.run(["rm", "-rf", d])
+
+
+def wait_baseline(cloud, before):
+    """Until both pools and their trash hold no RBD name that `before` (cloud.rbd_names())
+    did not, within two purge intervals and the purge's own time; the seconds it took."""
+    bound = 2 * cloud_tool.PURGE_INTERVAL + 10
+    t0 = time.monotonic()
+    while True:
+        now = cloud.rbd_names()
+        extra = {p: sorted(set(now[p]) - set(before[p])) for p in now}
+        if extra == {"volumes": [], "images": []}:
+            return time.monotonic() - t0
+        assert time.monotonic() - t0 < bound, f"left after {bound} s: {extra}"
+        time.sleep(1)

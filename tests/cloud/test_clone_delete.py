@@ -13,9 +13,8 @@ finishes that walk with upstream's own _delete_clone_parent_refs.
 import json
 import os
 import subprocess
-import time
 
-import cloudlib as cloud_tool
+from tests.cloud.conftest import wait_baseline
 
 MiB = 1 << 20
 
@@ -59,11 +58,4 @@ def test_deleting_a_clone_drops_its_parents_clone_snap_where_upstream_leaves_it(
     for p in (parent, up_parent):
         cloud.openstack("volume", "delete", p)
         cloud.wait_gone("volume", p)
-    bound, t0 = 2 * cloud_tool.PURGE_INTERVAL + 10, time.monotonic()
-    while True:
-        now = cloud.rbd_names()
-        extra = {p: sorted(set(now[p]) - set(before[p])) for p in now}
-        if extra == {"volumes": [], "images": []}:
-            break
-        assert time.monotonic() - t0 < bound, f"left after {bound} s: {extra}"
-        time.sleep(1)
+    wait_baseline(cloud, before)

@@ -16,6 +16,7 @@ import pytest
 
 import cloudlib as cloud_tool
 import demo_openstack as flow_mod
+from tests.cloud.conftest import wait_baseline
 
 MiB = 1 << 20
 
@@ -74,18 +75,6 @@ def new_volume(cloud, name, data=None, **extra):
 def delete(cloud, kind, ident):
     cloud.openstack(kind, "delete", ident)
     cloud.wait_gone(kind, ident, timeout=300)
-
-
-def wait_baseline(cloud, before):
-    bound = 2 * cloud_tool.PURGE_INTERVAL + 10
-    t0 = time.monotonic()
-    while True:
-        now = cloud.rbd_names()
-        extra = {p: sorted(set(now[p]) - set(before[p])) for p in now}
-        if extra == {"volumes": [], "images": []}:
-            return time.monotonic() - t0
-        assert time.monotonic() - t0 < bound, f"left after {bound} s: {extra}"
-        time.sleep(1)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ import time
 
 import cloud as cloud_services  # tools/cloud.py
 import cloudlib as cloud_tool
+from tests.cloud.conftest import wait_baseline
 from tests.functional.test_mixed_versions import OLD
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -132,11 +133,4 @@ def test_uploads_during_a_rolling_upgrade_all_clone_with_their_bytes(active_acti
     for vid in vols:
         c.openstack("volume", "delete", vid)
         c.wait_gone("volume", vid, timeout=300)
-    bound, t0 = 2 * cloud_tool.PURGE_INTERVAL + 10, time.monotonic()
-    while True:
-        now = c.rbd_names()
-        extra = {p: sorted(set(now[p]) - set(before[p])) for p in now}
-        if extra == {"volumes": [], "images": []}:
-            break
-        assert time.monotonic() - t0 < bound, f"left after {bound} s: {extra}"
-        time.sleep(1)
+    wait_baseline(c, before)

@@ -26,20 +26,11 @@ from tests.functional.test_upload_faults import PAUSE_RUNNER, ROOT
 
 OLD = "2549b634023db0e74885c85dcd2196fc8d367202"  # the release before the lock namespace moved
 
-# The old release's CLI, pausing at its fault points as PAUSE_RUNNER does at the new steps
-OLD_PAUSE_RUNNER = r"""
-import os, sys, time
-from cinder_ext import cli, faults
-def pause(name):
-    if name == os.environ.get("PAUSE_AT"):
-        d = os.environ["PAUSE_DIR"]
-        open(os.path.join(d, "reached"), "w").close()
-        deadline = time.monotonic() + 300
-        while not os.path.exists(os.path.join(d, "go")) and time.monotonic() < deadline:
-            time.sleep(0.05)
-faults.point = pause
-sys.exit(cli.main(sys.argv[1:]))
-"""
+# The old release's CLI, pausing at its fault points (cinder_ext.faults.point, which 0.2 calls
+# where this release reaches cinder_ext.steps) as PAUSE_RUNNER does at the new steps
+OLD_PAUSE_RUNNER = PAUSE_RUNNER.replace("from cinder_ext import cli, steps", "from cinder_ext import cli, faults") \
+    .replace("steps.observe(pause)", "faults.point = pause")
+assert OLD_PAUSE_RUNNER.count("faults") == 2
 
 # where the clone exists and Glance has no location yet, in both releases
 IN_FLIGHT = ("clone.cloned", "clone.image_snapshot_created", "clone.location_requested")
