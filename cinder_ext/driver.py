@@ -88,11 +88,18 @@ _GLANCE_AUTH = None
 
 
 def _glance_service_auth():
-    """The [glance] service credentials' auth plugin, loaded once; None when unset."""
+    """Cinder's own credentials for Glance, as an auth plugin loaded once: the [glance]
+    service credentials; where there are none (Cinder 26 has no such options, 27+ may
+    leave them unset), the [service_user] ones that Cinder sends its service token with:
+    the same service identity, which the stores detail's `admin or service` policy
+    admits. None when neither is set."""
     global _GLANCE_AUTH
-    group = getattr(cinder_glance, "GLANCE_GROUP", None)  # Cinder 26 has no [glance] credentials
-    if _GLANCE_AUTH is None and group and cfg.CONF[group].auth_type:
-        _GLANCE_AUTH = ks_loading.load_auth_from_conf_options(cfg.CONF, group)
+    if _GLANCE_AUTH is None:
+        group = getattr(cinder_glance, "GLANCE_GROUP", None)  # absent on Cinder 26
+        if group and cfg.CONF[group].auth_type:
+            _GLANCE_AUTH = ks_loading.load_auth_from_conf_options(cfg.CONF, group)
+        elif cfg.CONF.service_user.send_service_user_token and cfg.CONF.service_user.auth_type:
+            _GLANCE_AUTH = ks_loading.load_auth_from_conf_options(cfg.CONF, "service_user")
     return _GLANCE_AUTH
 
 
@@ -109,7 +116,8 @@ class CinderGlance:
       and Glance 33 accepts an rbd location from a project member whose request carries
       the ``service`` role in its service token (``service_roles``);
     * the stores detail is not the user's business: Cinder's ``[glance]`` service
-      credentials (``privileged_user``), which the ``admin or service`` policy admits.
+      credentials, else its ``[service_user]`` ones (``_glance_service_auth``), which the
+      ``admin or service`` policy admits.
     """
 
     # privileged: every call with Cinder's [glance] service credentials (the periodic
@@ -432,17 +440,19 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
     def _purge_context(self):
         """An admin context that can reach Glance: get_admin_context() has no service
         catalog, so with glance_api_servers unset (Cinder's default) Cinder's client would
-        find no Glance. The image endpoint is looked up in the catalog of the [glance]
-        service user's token, as glance_catalog_info and [glance] region_name say."""
+        find no Glance. The image endpoint is looked up in the catalog of the token of
+        Cinder's own credentials (_glance_service_auth), as glance_catalog_info and [glance]
+        region_name say."""
         ctx = cinder_context.get_admin_context()
         if CONF.glance_api_servers:
             return ctx
         auth = _glance_service_auth()
         if auth is None:
-            raise exc.ConfigError("no Glance to ask: glance_api_servers is unset and the "
-                                  "[glance] section has no credentials to read the catalog")
+            raise exc.ConfigError("no Glance to ask: glance_api_servers is unset and neither "
+                                  "[glance] nor [service_user] has credentials to read the catalog")
         service_type, service_name, endpoint_type = CONF.glance_catalog_info.split(":")
-        region = getattr(cfg.CONF[cinder_glance.GLANCE_GROUP], "region_name", None)  # Cinder 28+
+        group = getattr(cinder_glance, "GLANCE_GROUP", None)  # absent on Cinder 26
+        region = getattr(cfg.CONF[group], "region_name", None) if group else None  # Cinder 28+
         url = auth.get_endpoint(ks_session.Session(), service_type=service_type,
                                 service_name=service_name or None,
                                 interface=endpoint_type.replace("URL", ""),

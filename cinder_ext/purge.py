@@ -121,6 +121,8 @@ class _Purge:
         tid = entry["id"]
         deps = self.c.children(pool, image_id=tid)
         if deps:
+            if pool == self.vpool:
+                self._unneeded_upload_snaps(pool, entry, deps)
             return "clones depend on it: " + ", ".join(map(where, deps))
         snaps = self.c.snaps(pool, None, image_id=tid)
         others = [s["original"] for s in snaps if not removable_snap(s)]
@@ -144,6 +146,22 @@ class _Purge:
         except _Kept as k:
             return str(k)
         return None
+
+    def _unneeded_upload_snaps(self, pool, entry, deps):
+        """A trashed volume that clones still need keeps only their snapshots: an upload
+        snapshot whose clone Glance deleted goes now, not with the last clone (it holds
+        the blocks the volume had at that upload, which no clone reads any more). Nothing
+        clones a trashed volume, so no clone can appear meanwhile."""
+        needed = {d["snap_id"] for d in deps}
+        for s in self.c.snaps(pool, None, image_id=entry["id"], protected=False):
+            if s["namespace"] != TRASH_NAMESPACE or not is_upload_snap(s["original"]) or s["id"] in needed:
+                continue
+
+            def remove(s=s):
+                self.c.remove_snap_by_id(pool, s["id"], image_id=entry["id"])
+                steps.reached("purge.snap_removed")
+            self.act(f"{pool}/{entry['name']}@{s['original']}",
+                     "upload snapshot of a trashed volume; its clone is gone", remove, snapshot=True)
 
     def _drop_clone_snap(self, name, parent):
         """A Cinder clone gone from the trash: its parent's <name>.clone_snap, which

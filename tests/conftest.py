@@ -50,15 +50,17 @@ def pytest_collection_modifyitems(config, items):
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """Under pytest-xdist a module runs whole on one worker (its module fixtures are made
-    once), and every tests/cloud module on the same one, which boots the one cloud.
-    (xdist's loadgroup marks would say the same, but pytest 9 no longer reports the
-    group in the node ids they rely on.)"""
+    once), and every tests/cloud module on the same one, which boots the one cloud;
+    except the modules that boot clouds of their own only (OWN_CLOUDS), which run beside
+    that chain. (xdist's loadgroup marks would say the same, but pytest 9 no longer
+    reports the group in the node ids they rely on.)"""
     from xdist.scheduler import LoadScopeScheduling
+    own_clouds = ("tests/cloud/test_releases.py",)  # the SLURP series' clouds
 
     class ModuleScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid):
             module = nodeid.split("::", 1)[0]
-            return "tests/cloud" if module.startswith("tests/cloud/") else module
+            return "tests/cloud" if module.startswith("tests/cloud/") and module not in own_clouds else module
     return ModuleScheduling(config, log)
 
 

@@ -259,9 +259,11 @@ class PeerClients:
                               timeout=timeout, env=env, cwd="/")
 
 
-def upstream_stores_detail(config_file):
-    """Upstream Glance 33's stores detail body for config_file, as a dict."""
-    proc = subprocess.run([os.path.join(TOOLS, "upstream-stores-detail"), config_file],
+def upstream_stores_detail(config_file, release=None):
+    """Upstream Glance's stores detail body for config_file, as a dict: Glance 33's, or the
+    Glance of an older series (tools/peers/releases.py; its venv built on first use)."""
+    series = ["--release", release] if release else []
+    proc = subprocess.run([os.path.join(TOOLS, "upstream-stores-detail"), *series, config_file],
                           capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         raise PeerError(_last_line(proc.stderr, "upstream-stores-detail failed"))

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """A real storage cloud on this machine, everything under one directory, loopback only.
 
-    tools/cloud start DIR [--timeout S] [--osds 1|3] [--volume-services N]
+    tools/cloud start DIR [--timeout S] [--osds 1|3] [--volume-services N] [--release SERIES]
+                          [--without-info-api]
                                           boot it (DIR empty or absent); prints DIR/cloud.json's path
     tools/cloud status DIR                each component: up or down (JSON); exit 1 if one is down
     tools/cloud env DIR                   shell exports: OS_CLIENT_CONFIG_FILE, OS_CLOUD=member, PATH, CEPH_*
@@ -14,7 +15,10 @@
     tools/cloud tempest-ab DIR            every volume test without compute, with our driver then
                                           upstream's RBDDriver: the tests whose outcome differs
 
-Components, each on a free port picked at start, each with HOME=DIR/home:
+Components, each on a free port picked at start, each with HOME=DIR/home; the services are
+the newest series' (2026.2: Keystone 30, Glance 33, Cinder 29), or with --release SERIES that
+series' (tools/peers/releases.py: 2025.1 is Keystone 27, Glance 30, Cinder 26). `start`
+builds every virtualenv it needs first (tools/setup-venv, setup-peers, setup-cinder-peer):
 
     DIR/ceph       tools/ceph-dev-cluster (cephx, least-privilege users glance and cinder); with
                    --osds 3, three OSDs and every pool size 3, min_size 2
@@ -22,15 +26,17 @@ Components, each on a free port picked at start, each with HOME=DIR/home:
                    keystone, glance, cinder (never the system instance)
     DIR/rabbitmq   Debian's rabbitmq-server: its own node name, AMQP and dist ports, epmd
                    (ERL_EPMD_PORT), mnesia and logs; user `openstack`
-    DIR/keystone   Keystone 30 on MariaDB, fernet, gunicorn; users as tools/peers/keystone-peer
+    DIR/keystone   Keystone on MariaDB, fernet, gunicorn; users as tools/peers/keystone-peer
                    makes them (admin; demo: member, reader; service: glance, cinder), catalog
                    identity, image (the front door), volumev3
-    DIR/glance     Glance 33 (tools/peers/glance-peer --auth keystone) on MariaDB, rbd default
+    DIR/glance     Glance (tools/peers/glance-peer --auth keystone) on MariaDB, rbd default
                    store as Ceph user glance, do_secure_hash on (Glance's default), lock_path
     DIR/info-api   our glance-info-api on Glance's glance-api.conf, auth_strategy keystone
     DIR/frontdoor  the image endpoint: /v2/info/stores and /v2/info/stores/detail to our
-                   service, every other path to Glance (tools/front_door.py)
-    DIR/cinder     Cinder 29: cinder-api (gunicorn), cinder-scheduler, cinder-volume, over
+                   service, every other path to Glance (tools/front_door.py). With
+                   --without-info-api neither runs: the image endpoint is Glance itself, whose
+                   own stores detail (Glance 30 to 33) has pool and fsid but no `user`
+    DIR/cinder     Cinder: cinder-api (gunicorn), cinder-scheduler, cinder-volume, over
                    RabbitMQ and MariaDB; backend `ceph` with cinder_ext.driver.RBDCloneUploadDriver,
                    enable_clone_optimization = true, rbd_user cinder; [glance], [service_user]
                    (send_service_user_token) and [keystone_authtoken] as an operator writes them.
@@ -66,7 +72,8 @@ import urllib.request
 import cloud_tempest
 import cloudlib  # also puts tools/peers on sys.path
 import soak
-from cloudlib import (HERE, PURGE_INTERVAL, STATE, VENVS, CloudError, last_line, last_lines, password_token,
+import releases  # noqa: E402  tools/peers/releases.py (cloudlib put tools/peers on sys.path)
+from cloudlib import (HERE, PURGE_INTERVAL, ROOT, STATE, VENVS, CloudError, last_line, last_lines, password_token,
                       port_open, wait_for, write_ini, write_private)
 import keystone_peer as ksp  # noqa: E402  tools/peers/keystone_peer.py: Keystone's own set-up
 from peerlib import PeerError, apt_install, apt_missing, free_port, group_members, stop_group  # noqa: E402
@@ -113,7 +120,7 @@ class Services:
         return proc
 
     # start ----------------------------------------------------------------------------------
-    def start(self, timeout, osds=1, volume_services=1):
+    def start(self, timeout, osds=1, volume_services=1, release=releases.NEWEST, info_api=True):
         d = self.dir
         if os.path.exists(d) and (not os.path.isdir(d) or os.listdir(d)):
             raise CloudError(f"{d} is not an empty directory")
@@ -123,10 +130,7 @@ class Services:
                 raise CloudError(f"{tool} is missing (apt-get install mariadb-server rabbitmq-server)")
         if not os.access(RABBIT_SERVER, os.X_OK):
             raise CloudError(f"{RABBIT_SERVER} is missing (apt-get install rabbitmq-server)")
-        for name, venv in VENVS.items():
-            if not os.access(os.path.join(venv, "bin", "python"), os.X_OK):
-                raise CloudError(f"the {name} virtualenv {venv} is missing (tools/setup-venv, "
-                                 "tools/peers/setup-peers, tools/peers/setup-cinder-peer)")
+        build_venvs(release)
         os.makedirs(d, exist_ok=True)
         for sub in ("home", "mysql", "rabbitmq", "keystone", "info-api", "frontdoor", "cinder", "locks"):
             os.makedirs(self.path(sub), mode=0o700, exist_ok=True)
@@ -136,7 +140,8 @@ class Services:
         self.state = {"dir": d, "ports": ports, "pgids": {}, "started": time.time(),
                       "passwords": {k: secrets.token_hex(12) for k in ("keystone", "glance", "cinder",
                                                                         "rabbit")},
-                      "osds": osds, "volume_services": volume_services}
+                      "osds": osds, "volume_services": volume_services, "release": release,
+                      "info_api": info_api}
         self.save()
         t0 = time.monotonic()
         try:
@@ -158,8 +163,11 @@ class Services:
                 raise errors[0]
             self._keystone(timeout)
             self._glance(timeout)
-            self._info_api(timeout)
-            self._frontdoor(timeout)
+            if info_api:
+                self._info_api(timeout)
+                self._frontdoor(timeout)
+            else:
+                self.state["image_url"] = self.state["glance_url"]
             self._endpoints()
             self._cinder(timeout)
         except BaseException:
@@ -260,14 +268,14 @@ class Services:
                                        f"{p['amqp']}/")
 
     def _keystone(self, timeout):
-        """Keystone 30 as keystone-peer sets it up (keystone_peer.py), on MariaDB."""
+        """Keystone as keystone-peer sets it up (keystone_peer.py), on MariaDB."""
         k, port = self.path("keystone"), self.state["ports"]["keystone"]
         for sub in ("fernet-keys", "credential-keys", "locks"):
             os.makedirs(os.path.join(k, sub), mode=0o700, exist_ok=True)
         conf = os.path.join(k, "keystone.conf")
         with open(conf, "w") as f:
             f.write(ksp.render_conf(k, 3600, connection=self.db_url("keystone")))
-        kstate = ksp.new_state(k, port, conf)
+        kstate = ksp.new_state(k, port, conf, venv=self.venvs["keystone"])
         ksp.write_state(k, kstate)
         env = self.env()
         try:
@@ -300,7 +308,7 @@ class Services:
                                "--set", "DEFAULT.debug=false",
                                "--set", f"oslo_concurrency.lock_path={self.path('glance', 'locks')}",
                                "--set", "DEFAULT.do_secure_hash=true",
-                               "--timeout", str(timeout)],
+                               "--timeout", str(timeout), "--release", self.release],
                               capture_output=True, text=True, env=self.env(), cwd=self.dir, timeout=timeout + 120)
         if proc.returncode != 0:
             raise CloudError(f"glance: {last_line(proc.stderr)}")
@@ -351,6 +359,33 @@ class Services:
         self.state["keystone"]["users"].update(users)
         self.save()
 
+    @property
+    def release(self):
+        return self.state.get("release", releases.NEWEST)
+
+    @property
+    def venvs(self):
+        return cloudlib.venvs(self.release)
+
+    def glance_section(self, auth):
+        """[glance] as an operator of this Cinder writes it: only the options it registers
+        (Cinder 26 has none beyond the DEFAULT glance_* ones; 27 adds the service
+        credentials, 28 region_name), asked of Cinder itself, not of its version."""
+        # cinder.image.glance imports only after Cinder's objects are registered
+        code = ("from oslo_config import cfg; from cinder import objects; objects.register_all(); "
+                "import cinder.image.glance; "
+                "g = cfg.CONF._groups.get('glance'); print(' '.join(sorted(g._opts) if g else []))")
+        proc = subprocess.run([os.path.join(self.venvs["cinder"], "bin", "python"), "-c", code],
+                              capture_output=True, text=True, timeout=120, cwd="/",
+                              env=dict(self.env(), PYTHONWARNINGS="ignore"))
+        if proc.returncode != 0:
+            raise CloudError(f"Cinder's [glance] options: {last_line(proc.stderr)}")
+        has = set(proc.stdout.split())
+        if "auth_type" not in has:
+            return {}
+        ks = self.state["keystone"]
+        return dict(auth, **({"region_name": ks["region"]} if "region_name" in has else {}))
+
     def cinder_conf(self):
         ks, ceph, c = self.state["keystone"], self.state["ceph"], self.path("cinder")
         cinder = self.user("cinder")
@@ -373,24 +408,29 @@ class Services:
                         "quota_backups": 50,
                         # without it cinder-api ignores list filters by name and status
                         "resource_query_filters_file": os.path.join(
-                            VENVS["cinder"], "etc", "cinder", "resource_filters.json"),
+                            self.venvs["cinder"], "etc", "cinder", "resource_filters.json"),
                         **({"cluster": "cloud-cluster"} if self.volume_services() > 1 else {})},
             "database": {"connection": self.db_url("cinder")},
             "oslo_concurrency": {"lock_path": os.path.join(c, "locks")},
-            "oslo_messaging_rabbit": {"heartbeat_timeout_threshold": 60},
+            # quorum queues, as Kolla-Ansible and OpenStack-Ansible deploy them by default: a
+            # cast published in the seconds after a RabbitMQ restart, before cinder-volume
+            # re-declared its (classic, transient) queue, was dropped; the soak lost an
+            # upload's RPC that way and the volume stayed `uploading`
+            "oslo_messaging_rabbit": {"heartbeat_timeout_threshold": 60, "rabbit_quorum_queue": "true"},
             "keystone_authtoken": dict(auth, www_authenticate_uri=ks["url"], service_token_roles_required="true",
                                        service_token_roles="service"),
             # Cinder's own Glance access: glance_api_servers unset, Cinder's default, so
-            # the catalog's image endpoint (the front door) is found through Keystone
-            "glance": dict(auth, region_name=ks["region"], valid_interfaces="public"),
+            # the catalog's image endpoint (the front door) is found through Keystone; its
+            # [glance] credentials and region where this Cinder has those options
+            "glance": self.glance_section(auth),
             # the user's token plus this service token on calls to Glance (and Nova)
             "service_user": dict(auth, send_service_user_token="true"),
             "nova": dict(auth, region_name=ks["region"]),
             # the services run as root here: privsep's helper directly, not through sudo and
             # /etc/cinder/rootwrap.conf (the copy path converts with qemu-img under privsep)
-            "cinder_sys_admin": {"helper_command": f"{VENVS['cinder']}/bin/privsep-helper --config-file "
+            "cinder_sys_admin": {"helper_command": f"{self.venvs['cinder']}/bin/privsep-helper --config-file "
                                                    f"{os.path.join(c, 'cinder.conf')}"},
-            "privsep_osbrick": {"helper_command": f"{VENVS['cinder']}/bin/privsep-helper --config-file "
+            "privsep_osbrick": {"helper_command": f"{self.venvs['cinder']}/bin/privsep-helper --config-file "
                                                   f"{os.path.join(c, 'cinder.conf')}"},
             "ceph": {"volume_driver": "cinder_ext.driver.RBDCloneUploadDriver", "volume_backend_name": "ceph",
                      "rbd_pool": "volumes", "rbd_user": ceph["CEPH_CINDER_USER"],
@@ -402,7 +442,7 @@ class Services:
         }
 
     def _cinder(self, timeout):
-        c, venv, port = self.path("cinder"), VENVS["cinder"], self.state["ports"]["cinder"]
+        c, venv, port = self.path("cinder"), self.venvs["cinder"], self.state["ports"]["cinder"]
         os.makedirs(os.path.join(c, "locks"), exist_ok=True)
         conf = os.path.join(c, "cinder.conf")
         write_ini(conf, self.cinder_conf())
@@ -497,7 +537,7 @@ class Services:
         args = " ".join(f'--config-file "${i + 2}"' for i in range(len(confs)))
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                 f'mount --bind "$0" /etc/ceph && exec "$1" {args}', self.path("etc-ceph"),
-                os.path.join(VENVS["cinder"], "bin", "cinder-volume"), *confs]
+                os.path.join(self.venvs["cinder"], "bin", "cinder-volume"), *confs]
 
     def restart_volume(self, timeout=120, services=None, extra_env=None):
         """Restart cinder-volume services (all by default: after a change to cinder.conf),
@@ -629,6 +669,25 @@ class Services:
         return cloudlib.env_vars(self.dir, self.load())
 
 
+def build_venvs(release):
+    """The project's venv and the series' peers (Keystone, Glance, Cinder; the clients), each
+    built by its own tool unless current (well under a second each then)."""
+    series = releases.SERIES[release]
+    steps = [([os.path.join(ROOT, "tools", "setup-venv")], "tools/setup-venv"),
+             ([os.path.join(HERE, "peers", "setup-peers"), releases.peer("keystone", release),
+               releases.peer("glance", release), "clients"], "tools/peers/setup-peers"),
+             ([os.path.join(HERE, "peers", "setup-cinder-peer"), series.cinder], "tools/peers/setup-cinder-peer")]
+    for cmd, name in steps:
+        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            # this machine's pip index notes are noise, not the reason
+            raise CloudError(f"{name}: " + last_line("\n".join(
+                ln for ln in proc.stderr.splitlines() if "is ignored" not in ln)))
+    for name, venv in cloudlib.venvs(release).items():
+        if not os.access(os.path.join(venv, "bin", "python"), os.X_OK):
+            raise CloudError(f"the {name} virtualenv {venv} is missing after its set-up")
+
+
 def install_packages():
     """Debian's mariadb-server, rabbitmq-server (and qemu-utils for Cinder's copy path) when
     missing. Installing them must not start the system's own MariaDB or RabbitMQ: a
@@ -661,6 +720,10 @@ def main(argv=None):
                    help="Ceph OSDs; with 3, pools keep 3 replicas (min_size 2) (default 1)")
     s.add_argument("--volume-services", type=int, choices=(1, 2, 3), default=1,
                    help="cinder-volume services; more than 1: one active-active Cinder cluster (default 1)")
+    s.add_argument("--release", choices=sorted(releases.SERIES), default=releases.NEWEST,
+                   help=f"the OpenStack series of Keystone, Glance and Cinder (default {releases.NEWEST})")
+    s.add_argument("--without-info-api", dest="info_api", action="store_false",
+                   help="no glance-info-api: the catalog's image endpoint is Glance itself")
     for name in ("stop", "status", "env"):
         sub.add_parser(name).add_argument("dir")
     t = sub.add_parser("tempest", help="Tempest + cinder-tempest-plugin against the cloud (cloud_tempest.py)")
@@ -691,7 +754,8 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         if args.command == "start":
-            st = cloud.start(args.timeout, osds=args.osds, volume_services=args.volume_services)
+            st = cloud.start(args.timeout, osds=args.osds, volume_services=args.volume_services,
+                             release=args.release, info_api=args.info_api)
             print(f"cloud ready in {st['boot_seconds']} s: {cloud.path(STATE)}")
             print(f"  eval \"$(tools/cloud env {cloud.dir})\"; openstack volume list", file=sys.stderr)
         elif args.command == "stop":

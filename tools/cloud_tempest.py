@@ -27,7 +27,8 @@ import sys
 import time
 import urllib.request
 
-from cloudlib import PEERS_DIR, Cloud, ini
+from cloudlib import PEERS_DIR, Cloud, ini  # also puts tools/peers on sys.path
+import setup_peers  # noqa: E402  tools/peers/setup_peers.py
 
 VENV = os.path.join(PEERS_DIR, "tempest")
 
@@ -139,6 +140,7 @@ def workspace(cloud):
     """(DIR/tempest, the environment tempest runs in): `tempest init` and tempest.conf the
     first time."""
     ws = os.path.join(cloud.dir, "tempest")
+    setup_peers.setup(["tempest"], log=None)  # its venv, unless current (well under a second)
     env = cloud.os_env()
     for k in [k for k in env if k.startswith(("OS_", "CLOUD_"))]:
         del env[k]

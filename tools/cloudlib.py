@@ -29,12 +29,20 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 if os.path.join(HERE, "peers") not in sys.path:
     sys.path.insert(0, os.path.join(HERE, "peers"))
+import releases  # noqa: E402  tools/peers/releases.py
 from peerlib import PEERS_DIR, ROOT, ini, write_private  # noqa: E402
 
 CLOUD = os.path.join(HERE, "cloud")  # the CLI
-VENVS = {"keystone": os.path.join(PEERS_DIR, "keystone30"), "glance": os.path.join(PEERS_DIR, "glance33"),
-         "cinder": os.path.join(PEERS_DIR, "cinder29"), "clients": os.path.join(PEERS_DIR, "clients"),
-         "project": os.path.join(ROOT, ".venv")}
+
+
+def venvs(release=releases.NEWEST):
+    """The virtualenvs a cloud of that series runs (tools/peers/releases.py): its Keystone,
+    Glance and Cinder; the clients and the project's own are the same for every series."""
+    return {**{svc: os.path.join(PEERS_DIR, releases.peer(svc, release)) for svc in ("keystone", "glance", "cinder")},
+            "clients": os.path.join(PEERS_DIR, "clients"), "project": os.path.join(ROOT, ".venv")}
+
+
+VENVS = venvs()  # the newest series'
 STATE = "cloud.json"
 PURGE_INTERVAL = 10  # seconds: deferred_deletion_purge_interval of the cloud's backend
 
@@ -139,8 +147,9 @@ class Cloud:
         self._tokens = {}
 
     @classmethod
-    def start(cls, directory):
-        proc = subprocess.run([CLOUD, "start", directory], capture_output=True, text=True)
+    def start(cls, directory, *args):
+        """tools/cloud start DIRECTORY ARGS (e.g. "--release", "2025.1")."""
+        proc = subprocess.run([CLOUD, "start", directory, *args], capture_output=True, text=True, cwd="/")
         if proc.returncode != 0:
             raise FlowError(proc.stderr.strip() or f"tools/cloud start exited {proc.returncode}")
         return cls(directory)

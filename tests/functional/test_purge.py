@@ -25,6 +25,7 @@ from tests import fault_injection
 from cinder_ext.locks import ImageLock
 from cinder_ext.create import CLONED_MARK
 from cinder_ext.glance import Glance
+from cinder_ext.ceph import snapshots_of
 from cinder_ext.upload import connect
 from tests.cinder_fixtures import *  # noqa: F401,F403  (fixtures)
 from tests.cinder_fixtures import MiB, lock_holders, lock_objects
@@ -362,3 +363,38 @@ def test_a_cinder_clone_purged_from_the_trash_takes_its_parents_clone_snapshot(c
     assert f"{env.vpool}/{vol}@{clone_snap}" in out["snapshots_removed"], out
     with rbd.Image(env.io[env.vpool], vol, read_only=True) as v:
         assert list(v.list_snaps()) == []
+
+
+def test_a_trashed_volume_loses_the_upload_snapshots_no_clone_needs_while_others_do(
+        cinder_env, glance_peer, ceph_cluster):
+    """Found by the 30-minute soak: V uploaded to I1 and I2, then deleted (trashed: both
+    clones need it). Glance deletes I2; V's snapshot for I2 stayed until I1 went too, holding
+    the blocks V had at I2's upload that no clone needs (for as long as I1 lives). The
+    purge removes it at once and keeps V, and I1's snapshot, for I1."""
+    import rbd
+    env = cinder_env
+    conf_file = env.conf()
+    vol, first = _clone_uploaded(env, conf_file)
+    env.write(vol, 0, b"\x5a" * MiB)  # I2 differs from I1: its snapshot pins blocks of its own
+    second = env.image()
+    assert env.upload(conf_file, vol, second)["method"] == "clone"
+    _wait_hashed(env, second)
+    conf, backend = env.load(conf_file)
+    with connect(backend) as cluster:
+        out = delete.delete_volume(cluster, env.vpool, vol, foreign_snapshots=delete.KEEP)
+    assert out["action"] == "trashed", out
+    assert glance_peer.request("DELETE", f"/v2/images/{second}").status == 204
+    env.images.remove(second)
+    out = _purge(env, conf_file)
+    assert f"{env.vpool}/{vol}@image-{second}" in out["snapshots_removed"], out
+    assert f"{env.vpool}/{vol}" not in out["removed"], out
+    tid = _trash_entry(ceph_cluster, env.io[env.vpool], vol)["id"]
+    with rbd.Image(env.io[env.vpool], image_id=tid, read_only=True) as v:
+        assert [s["original"] for s in snapshots_of(v, protected=False)] == [f"image-{first}"]
+    # I1 still reads from it; once I1 goes, V goes with its last snapshot
+    assert glance_peer.request("DELETE", f"/v2/images/{first}").status == 204
+    env.images.remove(first)
+    out = _purge(env, conf_file)
+    assert f"{env.vpool}/{vol}" in out["removed"], out
+    assert env.new_state(env.baseline) == {env.vpool: {"images": {}, "trash": []},
+                                           env.ipool: {"images": {}, "trash": []}}

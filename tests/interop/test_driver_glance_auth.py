@@ -55,10 +55,15 @@ project_domain_name = Default
 """
 
 
-@pytest.mark.parametrize("auth", ["password", "none"])
+# no [glance] credentials (Cinder 26 has no such options) but Cinder's service user, as
+# operators configure it to send service tokens
+SERVICE_USER_ONLY = GLANCE_PASSWORD.replace("[glance]", "[service_user]\nsend_service_user_token = true")
+
+
+@pytest.mark.parametrize("auth", ["password", "service_user", "none"])
 def test_stores_detail_with_the_glance_credentials_loaded_once(cinder29, auth, tmp_path):  # noqa: F811
     conf = tmp_path / "cinder.conf"
-    conf.write_text(GLANCE_PASSWORD if auth == "password" else "[glance]\n")
+    conf.write_text({"password": GLANCE_PASSWORD, "service_user": SERVICE_USER_ONLY, "none": "[glance]\n"}[auth])
     proc = subprocess.run([cinder29, "-c", SCRIPT, str(conf)], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -68,10 +73,10 @@ def test_stores_detail_with_the_glance_credentials_loaded_once(cinder29, auth, t
     assert len(detail) == 2 and len(image) == 2
     # the image calls: the user's own context, never privileged
     assert all(c["same_context"] and not c["privileged_user"] for c in image), image
-    if auth == "password":
+    if auth in ("password", "service_user"):
         # one plugin for both uploads (it keeps its token), on a copy of the user's context
         assert detail[0]["plugin"] is not None and detail[0]["plugin"] == detail[1]["plugin"], detail
         assert not any(c["same_context"] or c["privileged_user"] for c in detail), detail
     else:
-        # no [glance] credentials: Cinder's privileged path, exactly as before
+        # no credentials of Cinder's own: Cinder's privileged path, exactly as before
         assert all(c["privileged_user"] and c["same_context"] for c in detail), detail

@@ -3,7 +3,7 @@
     glance-peer start DIR --ceph-dir CLUSTERDIR [--port N] [--default-roles admin]
                           [--auth headers|keystone [--keystone-dir KSDIR | --keystone-url URL
                            --keystone-password PW [--keystone-user glance] [--keystone-project service]]]
-                          [--set SECTION.OPTION=VALUE ...] [--timeout S]
+                          [--set SECTION.OPTION=VALUE ...] [--timeout S] [--release SERIES]
     glance-peer stop DIR
     glance-peer status DIR
 
@@ -34,6 +34,8 @@ tools/peers/keystone-peer directory with --keystone-dir, or --keystone-url
 and --keystone-password). Identity headers a client sends are then stripped
 by auth_token; --default-roles does not apply.
 
+--release SERIES: that series' Glance (tools/peers/releases.py; default the newest, 33).
+
 Standard library only; the Glance venv comes from setup_peers (built on first use).
 """
 
@@ -43,12 +45,13 @@ import subprocess
 import sys
 import time
 
+import releases
 import setup_peers
 from peerlib import (EXCEPTION_LINE, HERE, PeerError, alive, answers, check_port, free_port, group_members,
                      ini, last_hit, peer_main, peer_parser, print_status, read_json, spawn, stop_group, venv,
                      write_json)
 
-VENV = venv("glance33")
+VENV = venv("glance33")  # the newest release's; --release SERIES runs that series' Glance
 STATE = "peer.json"
 STORES = "fast:file, ceph:rbd, web:http"
 HEALTHCHECK = "disable_by_file_path = /etc/glance/healthcheck_disable"
@@ -146,10 +149,10 @@ def render_conf(d, ceph, overrides, keystone=None):
     return ini(sections)
 
 
-def render_paste(d, default_roles, keystone=False):
+def render_paste(d, default_roles, keystone=False, glance_venv=VENV):
     # upstream's own paste file, changed only where identity comes from (and the
     # healthcheck's disable file, which moves into d)
-    src = os.path.join(VENV, "etc", "glance", "glance-api-paste.ini")
+    src = os.path.join(glance_venv, "etc", "glance", "glance-api-paste.ini")
     with open(src) as f:
         text = f.read().replace(HEALTHCHECK, f"disable_by_file_path = {os.path.join(d, 'healthcheck_disable')}")
     if keystone:  # the keystone pipeline as shipped
@@ -189,7 +192,9 @@ def start(args):
     keystone = keystone_info(args)
     check_port("--port", args.port)
     port = args.port or free_port()
-    setup_peers.setup(["glance33"], log=None)
+    name = releases.peer("glance", args.release)
+    setup_peers.setup([name], log=None)
+    glance_venv = venv(name)
 
     conf_text = render_conf(d, ceph, args.set or [], keystone)  # bad --set: nothing created
     for sub in ("", "images", "staging", "tasks", "locks"):
@@ -198,10 +203,10 @@ def start(args):
     with open(conf, "w") as f:
         f.write(conf_text)
     with open(os.path.join(d, "glance-api-paste.ini"), "w") as f:
-        f.write(render_paste(d, args.default_roles, keystone is not None))
+        f.write(render_paste(d, args.default_roles, keystone is not None, glance_venv))
 
     with open(os.path.join(d, "db_sync.log"), "w") as log:
-        proc = subprocess.run([os.path.join(VENV, "bin", "glance-manage"), "--config-file", conf, "db_sync"],
+        proc = subprocess.run([os.path.join(glance_venv, "bin", "glance-manage"), "--config-file", conf, "db_sync"],
                               stdout=log, stderr=subprocess.STDOUT, timeout=600)
     if proc.returncode != 0:
         raise PeerError(f"glance-manage db_sync failed: {last_error(d)}")
@@ -212,7 +217,7 @@ def start(args):
         f.write(f"import sys\nsys.path.insert(0, {HERE!r})\nimport peer_sqlite\npeer_sqlite.install()\n")
     # one worker: the sqlite database and the location/import task pool live
     # in-process; threads serve concurrent requests
-    cmd = [os.path.join(VENV, "bin", "gunicorn"), "--config", gunicorn_conf, "--bind", f"127.0.0.1:{port}",
+    cmd = [os.path.join(glance_venv, "bin", "gunicorn"), "--config", gunicorn_conf, "--bind", f"127.0.0.1:{port}",
            "--workers", "1", "--worker-class", "gthread", "--threads", "8",
            "--timeout", "600", "--graceful-timeout", "10", "--pythonpath", HERE,
            "--no-control-socket",  # its default path is shared by every gunicorn of the user
@@ -227,7 +232,7 @@ def start(args):
     url = f"http://127.0.0.1:{port}"
     write_json(os.path.join(d, STATE), {
         "url": url, "port": port, "pid": proc.pid, "dir": d, "config_file": conf,
-        "ceph_dir": os.path.abspath(args.ceph_dir), "venv": VENV, "fsid": ceph["fsid"],
+        "ceph_dir": os.path.abspath(args.ceph_dir), "venv": glance_venv, "fsid": ceph["fsid"],
         "pool": ceph["pool"], "default_roles": None if keystone else args.default_roles,
         "auth": "keystone" if keystone else "headers", "keystone_url": keystone["url"] if keystone else None},
         mode=0o644)
@@ -280,6 +285,8 @@ def main(argv=None):
     s.add_argument("--set", action="append", metavar="SECTION.OPTION=VALUE",
                    help="override or add a glance-api.conf option; repeatable")
     s.add_argument("--timeout", type=float, default=180, help="seconds to wait for GET /versions")
+    s.add_argument("--release", choices=sorted(releases.SERIES), default=releases.NEWEST,
+                   help=f"the series whose Glance runs (releases.py; default {releases.NEWEST})")
     peer_main(p, sub, {"start": start, "stop": stop, "status": status}, argv)
 
 

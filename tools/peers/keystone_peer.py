@@ -91,10 +91,11 @@ def render_conf(d, expiration, connection=None):
     })
 
 
-def new_state(d, port, conf, token_expiration=3600, short_token_seconds=None):
-    """keystone.json before bootstrap: the admin's password drawn here."""
+def new_state(d, port, conf, token_expiration=3600, short_token_seconds=None, venv=VENV):
+    """keystone.json before bootstrap: the admin's password drawn here. venv: the Keystone
+    release that serves it (tools/cloud --release); every command below runs that one."""
     return {"url": f"http://127.0.0.1:{port}", "port": port, "short_url": None, "pids": [], "dir": d,
-            "config_file": conf, "venv": VENV, "region": REGION, "token_expiration": token_expiration,
+            "config_file": conf, "venv": venv, "region": REGION, "token_expiration": token_expiration,
             "short_token_seconds": short_token_seconds or None,
             "users": {"admin": {"password": secrets.token_urlsafe(16), "project": "admin", "domain": "Default",
                                 "roles": ["admin"]}},
@@ -103,6 +104,11 @@ def new_state(d, port, conf, token_expiration=3600, short_token_seconds=None):
 
 def read_state(d):
     return read_json(os.path.join(d, STATE))
+
+
+def venv_of(d):
+    """The Keystone venv of the peer in d (its state's), else the default release's."""
+    return (read_state(d) or {}).get("venv") or VENV
 
 
 def write_state(d, state):
@@ -134,7 +140,7 @@ def manage(d, conf, *args, env=None):
     with open(os.path.join(d, "keystone-manage.log"), "a") as log:
         log.write(f"$ keystone-manage {' '.join(args)}\n")
         log.flush()
-        proc = subprocess.run([os.path.join(VENV, "bin", "keystone-manage"), "--config-file", conf, *args],
+        proc = subprocess.run([os.path.join(venv_of(d), "bin", "keystone-manage"), "--config-file", conf, *args],
                               stdout=log, stderr=subprocess.STDOUT, timeout=600, env=env or os.environ)
     if proc.returncode != 0:
         raise PeerError(f"keystone-manage {args[0]} failed: {last_error(d, 'keystone-manage.log', 'keystone.log')}")
@@ -172,7 +178,7 @@ def serve(d, port, config_files, tag, timeout, env=None):
     with open(gunicorn_conf, "w") as f:
         # Keystone's oslo.config parses sys.argv in the worker: hide gunicorn's own arguments
         f.write("import sys\ndel sys.argv[1:]\n")
-    cmd = [os.path.join(VENV, "bin", "gunicorn"), "--config", gunicorn_conf, "--bind", f"127.0.0.1:{port}",
+    cmd = [os.path.join(venv_of(d), "bin", "gunicorn"), "--config", gunicorn_conf, "--bind", f"127.0.0.1:{port}",
            "--workers", "1", "--worker-class", "gthread", "--threads", "8",
            "--timeout", "120", "--graceful-timeout", "10",
            "--no-control-socket",  # its default path is shared by every gunicorn of the user
@@ -200,7 +206,7 @@ def provision(d, *args, env=None, script=os.path.join(HERE, "keystone_provision.
     its JSON answer."""
     env = dict(env or os.environ, KEYSTONE_PEER_STATE=os.path.join(d, STATE))
     with open(os.path.join(d, "provision.log"), "a") as log:
-        proc = subprocess.run([os.path.join(VENV, "bin", "python"), script, *args], env=env, cwd=d,
+        proc = subprocess.run([os.path.join(venv_of(d), "bin", "python"), script, *args], env=env, cwd=d,
                               stdout=subprocess.PIPE, stderr=log, text=True, timeout=600)
     if proc.returncode != 0:
         raise PeerError(f"provisioning Keystone failed: {last_error(d, 'provision.log')}")

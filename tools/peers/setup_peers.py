@@ -2,7 +2,7 @@
 (default <repo>/.peers), never in the project's venv: our `glance` package shares its
 import name with upstream Glance.
 
-    tools/peers/setup-peers [PEER...]     default: every peer (glance33 clients keystone30 tempest)
+    tools/peers/setup-peers [PEER...]     default: glance33 clients keystone30 tempest
 
 Idempotent: a stamp file per peer, named after its recipe below (and its
 NAME.constraints file, and the sources it installs), makes a second run take well
@@ -27,11 +27,14 @@ import subprocess
 import sys
 import time
 
+import releases
 from peerlib import HERE, PEERS_DIR, ROOT, PeerError, apt_install, apt_missing, run_main
 
 PYTHON = "/usr/bin/python3.11"
 LOCK_TIMEOUT = 1800
 PIP_NOISE = ("is ignored", "WARNING: There was an error checking the latest version")
+
+GUNICORN = "gunicorn==27.0.1"  # as glance33.constraints and keystone30.constraints pin it
 
 RECIPES = {
     # Upstream Glance 33 (2025.2) served by gunicorn (decodes chunked request bodies,
@@ -72,6 +75,25 @@ RECIPES = {
         "imports": ["import keystone.server.wsgi, keystoneauth1"],
         "commands": ["keystone-manage", "gunicorn"],
     },
+    # The older maintained series' Glance and Keystone (releases.py), for `tools/cloud
+    # start --release` (issue 23): recipes as glance33's and keystone30's. OpenStack's
+    # upper-constraints are not on PyPI: each NAME.constraints is the set PyPI held on the
+    # series' release day with the service at its newest stable release, written by
+    # tools/peers/freeze-release-constraints SERIES. gunicorn is the harness's server, not
+    # the release's (operators serve these with their own): the newest peers' one.
+    **{releases.peer("glance", series): {
+        "apt": ["python3-venv", "python3-rados", "python3-rbd", "ceph-common"],
+        "pip": [[f"glance=={s.glance}", "glance_store[swift,s3]", "PyMySQL"], [GUNICORN]],
+        "ceph": True,
+        "imports": ["import rados, rbd, glance_store._drivers.rbd as d; assert d.rbd", "import swiftclient, boto3"],
+        "commands": ["glance-manage", "gunicorn"],
+    } for series, s in releases.SERIES.items() if series != releases.NEWEST},
+    **{releases.peer("keystone", series): {
+        "apt": ["python3-venv"],
+        "pip": [[f"keystone=={s.keystone}", "PyMySQL"], [GUNICORN]],
+        "imports": ["import keystone.server.wsgi, keystoneauth1"],
+        "commands": ["keystone-manage", "gunicorn"],
+    } for series, s in releases.SERIES.items() if series != releases.NEWEST},
     # Tempest 47 and cinder-tempest-plugin 1.23 for tools/cloud's Tempest run
     # (tests/cloud): a venv of their own, as Tempest is installed upstream; and our plugin
     # (tests/tempest_plugin: tempest's upload test without Neutron), a copy (not editable:
@@ -84,6 +106,9 @@ RECIPES = {
         "commands": ["tempest"],
     },
 }
+
+# what tools/test needs: the newest release's peers (the older ones: tools/cloud --release)
+DEFAULT = ("glance33", "clients", "keystone30", "tempest")
 
 
 def _say(log, msg):
@@ -197,7 +222,7 @@ def build(name, log):
 def setup(names=(), log=None):
     """Build the named peers (every one when none) unless their stamps are current; PeerError
     on failure. `log` gets one line per step (None: silent)."""
-    names = list(names) or list(RECIPES)
+    names = list(names) or list(DEFAULT)
     unknown = [n for n in names if n not in RECIPES]
     if unknown:
         raise PeerError(f"unknown peer '{unknown[0]}' (known: {' '.join(RECIPES)})")
@@ -231,7 +256,7 @@ def setup(names=(), log=None):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="setup-peers", description=__doc__.split("\n\n")[0])
-    p.add_argument("peers", nargs="*", metavar="PEER", help=f"default: every peer ({' '.join(RECIPES)})")
+    p.add_argument("peers", nargs="*", metavar="PEER", help=f"default: {' '.join(DEFAULT)} (known: {' '.join(RECIPES)})")
     args = p.parse_args(argv)
     run_main("setup-peers", lambda a: setup(a.peers, log=lambda s: print(s, file=sys.stderr, flush=True)), args)
 

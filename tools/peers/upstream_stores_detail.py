@@ -1,6 +1,6 @@
-"""Upstream Glance 33's own GET /v2/info/stores/detail body for a glance-api.conf.
+"""Upstream Glance's own GET /v2/info/stores/detail body for a glance-api.conf.
 
-Runs inside the glance33 peer venv (tools/peers/upstream-stores-detail wraps
+Runs inside a Glance peer venv (tools/peers/upstream-stores-detail [--release SERIES] wraps
 it): loads CONFIG_FILE the way glance-api does (glance.common.wsgi_app
 init_app: same project/prog, reserved staging/tasks stores, store
 registration and verification), then calls
