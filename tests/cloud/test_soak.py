@@ -10,6 +10,8 @@ Its own cloud (conftest's active_active_cloud), not the session's: the session's
 OSD and one cinder-volume (the crash-recovery test kills "the" cinder-volume).
 """
 
+import glob
+import os
 import re
 import subprocess
 
@@ -17,6 +19,20 @@ import cloudlib as cloud_tool
 
 SEED = 22
 MINUTES = 3
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def services_said(d, summary):
+    """What cinder-volume logged (warnings and errors) about the ids the summary names: the
+    cloud is gone after the module, so a failure carries its own evidence."""
+    ids = set(UUID.findall(summary[summary.find("violations:"):]))
+    out = []
+    for log in sorted(glob.glob(os.path.join(d, "cinder", "cinder-volume*.log"))):
+        with open(log, errors="replace") as f:
+            for line in f:
+                if any(i in line for i in ids) and (" ERROR " in line or " WARNING " in line):
+                    out.append(f"{os.path.basename(log)}: {line.rstrip()[:600]}")
+    return "\n== cinder-volume about them ==\n" + "\n".join(out[-40:])
 
 
 def test_the_cloud_is_active_active_on_three_replicas(active_active_cloud):
@@ -41,8 +57,8 @@ def test_a_short_soak_leaves_no_violation_and_nothing_behind(active_active_cloud
                           capture_output=True, text=True, cwd="/", timeout=MINUTES * 60 + 1800)
     summary = proc.stdout[proc.stdout.find("== soak summary =="):]
     print(summary or proc.stdout[-3000:], proc.stderr[-2000:])
-    assert re.search(r"^violations: 0$", summary, re.M), summary
-    assert re.search(r"^leftovers: 0$", summary, re.M), summary
+    assert re.search(r"^violations: 0$", summary, re.M), summary + services_said(d, summary)
+    assert re.search(r"^leftovers: 0$", summary, re.M), summary + services_said(d, summary)
     assert proc.returncode == 0, proc.stderr[-2000:]
     # faults happened, not only load
     assert re.search(r"^faults: [1-9]", summary, re.M), summary

@@ -164,7 +164,22 @@ def test_three_osds_keep_three_replicas_and_a_killed_osd_recovers_from_its_peers
                         timeout=60).stdout.replace(" ", ""):
                     assert time.monotonic() < deadline, "osd.1 did not rejoin"
                     time.sleep(0.5)
-                time.sleep(5)  # recovery of two small objects
+                # until osd.1 holds both objects again: their PGs active+clean on all three
+                # (no mgr: the PG's primary answers `tell <pgid> query`). A fixed 5 s sleep
+                # was too short under CI's load, and osd.1 alone could then serve nothing
+                for obj in ("probe", "probe2"):
+                    pgid = json.loads(subprocess.run(ceph + ["osd", "map", "volumes", obj, "-f", "json"],
+                                                     capture_output=True, text=True, timeout=60,
+                                                     check=True).stdout)["pgid"]
+                    deadline = time.monotonic() + 120
+                    while True:
+                        q = subprocess.run(ceph + ["tell", pgid, "query", "-f", "json"], capture_output=True,
+                                           text=True, timeout=60)
+                        pg = json.loads(q.stdout) if q.returncode == 0 and q.stdout.strip() else {}
+                        if pg.get("state") == "active+clean" and sorted(pg.get("acting", [])) == [0, 1, 2]:
+                            break
+                        assert time.monotonic() < deadline, f"{pgid} did not recover: {pg.get('state')}"
+                        time.sleep(0.5)
                 subprocess.run(ceph + ["osd", "pool", "set", "volumes", "min_size", "1"], capture_output=True,
                                timeout=60, check=True)
                 for other in ("0", "2"):
