@@ -127,6 +127,8 @@ class _Purge:
         snaps = self.c.snaps(pool, None, image_id=tid)
         others = [s["original"] for s in snaps if not removable_snap(s)]
         if others:
+            if pool == self.vpool:  # kept for the admin: not our upload snapshots with it
+                self._unneeded_upload_snaps(pool, entry, [])
             return "it has snapshots that are not ours: " + ", ".join(others)
         what = f"{pool}/{entry['name']}"
 
@@ -148,10 +150,11 @@ class _Purge:
         return None
 
     def _unneeded_upload_snaps(self, pool, entry, deps):
-        """A trashed volume that clones still need keeps only their snapshots: an upload
-        snapshot whose clone Glance deleted goes now, not with the last clone (it holds
-        the blocks the volume had at that upload, which no clone reads any more). Nothing
-        clones a trashed volume, so no clone can appear meanwhile."""
+        """A trashed volume kept by clones (or by a snapshot not ours, the admin's to
+        remove) keeps only what they need: an upload snapshot whose clone Glance deleted
+        goes now, not with the entry (it holds the blocks the volume had at that upload,
+        which no clone reads any more). Nothing clones a trashed volume, so no clone can
+        appear meanwhile."""
         needed = {d["snap_id"] for d in deps}
         for s in self.c.snaps(pool, None, image_id=entry["id"], protected=False):
             if s["namespace"] != TRASH_NAMESPACE or not is_upload_snap(s["original"]) or s["id"] in needed:

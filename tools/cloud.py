@@ -11,7 +11,8 @@
     tools/cloud driver ours|upstream DIR  volume_driver: ours, or upstream's RBDDriver (as an
                                           operator goes back); restarts cinder-volume
     tools/cloud tempest DIR               Tempest + cinder-tempest-plugin (tools/cloud_tempest.py)
-    tools/cloud soak DIR [--minutes M] [--seed N]   users, admins and faults at random (tools/soak.py)
+    tools/cloud soak DIR [--minutes M] [--seed N] [--faults K,..]
+                                          users, admins and faults at random (tools/soak.py)
     tools/cloud tempest-ab DIR            every volume test without compute, with our driver then
                                           upstream's RBDDriver: the tests whose outcome differs
 
@@ -739,6 +740,8 @@ def main(argv=None):
     k.add_argument("dir")
     k.add_argument("--minutes", type=float, default=30)
     k.add_argument("--seed", type=int, default=1)
+    k.add_argument("--faults", type=lambda v: v.split(","), metavar="KIND[,KIND]",
+                   help="only these faults (default: all of " + ", ".join(f for f, _ in soak.FAULTS) + ")")
     c = sub.add_parser("clone", help="turn enable_clone_optimization on or off; restarts cinder-volume")
     c.add_argument("state", choices=("on", "off"))
     c.add_argument("dir")
@@ -777,7 +780,11 @@ def main(argv=None):
             cloud.set_driver(args.driver == "upstream")
         elif args.command == "soak":
             # cinder-volume's restart after a kill: tools/cloud's own, in this process
-            return soak.main(cloud.dir, args.minutes, args.seed,
+            unknown = set(args.faults or ()) - {f for f, _ in soak.FAULTS}
+            if unknown:
+                raise CloudError(f"no such fault: {', '.join(sorted(unknown))} (the faults: "
+                                 f"{', '.join(f for f, _ in soak.FAULTS)})")
+            return soak.main(cloud.dir, args.minutes, args.seed, faults=args.faults,
                              restart_volume=lambda k: cloud.restart_volume(services=[k]))
         elif args.command == "env":
             for k, v in cloud.env_lines().items():

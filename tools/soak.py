@@ -40,9 +40,11 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import cloudlib
@@ -115,12 +117,18 @@ print(json.dumps(out))
 """
 
 
+# the faults and their weights: a soak draws one every 30 to 75 s
+FAULTS = [("kill-volume", 3), ("kill-volume-mid-upload", 3), ("glance", 2), ("osd", 2), ("mon", 2),
+          ("keystone", 2), ("rabbit", 1)]
+
+
 class Soak:
-    def __init__(self, directory, minutes, seed, log=print, restart_volume=None):
+    def __init__(self, directory, minutes, seed, log=print, restart_volume=None, faults=None):
         self.cloud = Cloud(directory)
         self.dir = self.cloud.dir
         self.minutes = minutes
         self.seed = seed
+        self.fault_kinds = faults  # None: every kind in FAULTS
         self.rng = random.Random(seed)
         self.log = log
         # restart_volume(k): cinder-volume service k (1, 2, ...) started again as tools/cloud does
@@ -140,6 +148,8 @@ class Soak:
         self.longest_pending = (0.0, "-")  # the longest an RBD item stayed unaccounted
         self.fault_windows = []  # [start, end]: every fault, from its start to its services back
         self.blocklist_seen = set()
+        self.down_seen = set()  # cinder-volume hosts reported down, already a violation
+        self.stacks = []  # py-spy dumps of a cinder-volume reported down while it runs
         self.nonce_pid = {}
         self.last_ceph_check = 0.0
         self.data = {}  # volume or image id -> (length, sha256 of its first bytes)
@@ -264,11 +274,36 @@ class Soak:
         # reported down is right while the soak has it down, and up to service_down_time
         # plus a heartbeat after its restart
         now = time.monotonic()
+        for s in services:
+            if s["binary"] == "cinder-volume" and s["state"] == "up":
+                self.down_seen.discard(s["host"])
         for s in down:
             host = s["host"].split("@")[0]
             if any(h == host and (end is None or now - end < 20) for h, start, end in self.cv_down):
                 continue
+            if s["host"] in self.down_seen:
+                continue  # one violation per episode; its stacks were taken at the first
+            self.down_seen.add(s["host"])
             self.violation(f"cinder-volume {s['host']} reported down while it runs: {s.get('updated_at')}")
+            self.take_stacks(host)
+
+    def take_stacks(self, host):
+        """A cinder-volume that runs but stopped reporting is stuck somewhere: every thread's
+        stack of its processes (py-spy, native frames too: a hub stuck inside librbd runs no
+        Python, so no Guru Meditation report could say where), kept for the summary."""
+        k = 1 if host == "cloud" else int(host.rsplit("-", 1)[1])
+        pgid = self.state()["pgids"]["cinder_volume" if k == 1 else f"cinder_volume_{k}"]
+        spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+        if not os.access(spy, os.X_OK):
+            self.stacks.append(f"{host}: no py-spy to take its stacks (pip install py-spy)")
+            return
+        for pid in _group(pgid):
+            if "cinder-volume" not in _cmdline(pid):
+                continue
+            proc = subprocess.run([spy, "dump", "--native", "--pid", str(pid)], capture_output=True,
+                                  text=True, timeout=60)
+            self.stacks.append(f"{host} pid {pid} ({self.t():.1f}s):\n{proc.stdout}{proc.stderr}")
+            self.say("stacks", f"{host} pid {pid}: taken ({len(proc.stdout.splitlines())} lines)")
 
     # -- state: Ceph ---------------------------------------------------------------------
     def ceph_dump(self):
@@ -846,8 +881,7 @@ class Soak:
                (self.op_clone, 3), (self.op_snapshot, 3), (self.op_extend, 2), (self.op_unmanage, 1),
                (self.op_manage, 2), (self.op_delete_image, 5), (self.op_delete_snapshot, 2),
                (self.op_delete_volume, 5), (self.op_verify, 2)]
-        faults = [("kill-volume", 3), ("kill-volume-mid-upload", 3), ("glance", 2), ("osd", 2), ("mon", 2),
-                  ("keystone", 2), ("rabbit", 1)]
+        faults = [f for f in FAULTS if self.fault_kinds is None or f[0] in self.fault_kinds]
         end = self.t0 + self.minutes * 60
         next_fault = time.monotonic() + self.rng.uniform(20, 45)
         try:
@@ -1031,6 +1065,8 @@ class Soak:
         p(f"leftovers: {len(leftovers)}")
         for x in leftovers:
             p(f"  {x}")
+        for st in self.stacks:
+            p(f"\n== stacks of {st}")
         return 0 if not self.violations and not leftovers else 1
 
 
@@ -1043,6 +1079,28 @@ def diff_dump(before, after):
                 if a.get(k) != b.get(k):
                     out.append(f"{pool}/{part}/{k}: {a.get(k)} -> {b.get(k)}")
     return out
+
+
+def _group(pgid):
+    """The pids of a process group."""
+    pids = []
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except (OSError, ValueError):
+            continue
+        if d.isdigit() and int(stat.rsplit(")", 1)[1].split()[2]) == pgid:
+            pids.append(int(d))
+    return pids
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _children(pid):
@@ -1062,8 +1120,8 @@ def _http_ok(url):
         return e.code < 400 or e.code == 300
 
 
-def main(directory, minutes, seed, restart_volume=None, log=print):
-    soak = Soak(directory, minutes, seed, log=log, restart_volume=restart_volume)
+def main(directory, minutes, seed, restart_volume=None, log=print, faults=None):
+    soak = Soak(directory, minutes, seed, log=log, restart_volume=restart_volume, faults=faults)
     try:
         return soak.run()
     except FlowError as e:

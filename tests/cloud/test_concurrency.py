@@ -3,7 +3,8 @@
 Cinder's volume service is one eventlet hub: a librbd call made on it (not through
 tpool) blocks every other request, its RPC and its heartbeats, for as long as the call
 takes. While 8 clone uploads run at once through the API, a volume create (1 GB) plus its
-delete must finish within 1.5x of its time on an idle cloud, and the volume service list
+delete must finish within 1.5x of its time on an idle cloud (medians of the probes made
+while the uploads run and of five idle ones), and the volume service list
 (as admin) must never show cinder-volume down.
 
 The uploads and the probe go through the same REST calls `openstack image create
@@ -20,6 +21,7 @@ import time
 
 UPLOADS = 8
 RATIO = 1.5
+PROBES = 5
 
 
 def create_delete(cloud):
@@ -82,19 +84,25 @@ def _run(cloud, vols, images):
         with concurrent.futures.ThreadPoolExecutor(UPLOADS) as pool:
             futures = [pool.submit(upload, cloud, v, f"conc-img-{i}") for i, v in enumerate(vols)]
             time.sleep(0.5)  # the uploads are in cinder-volume by now
-            busy_s = create_delete(cloud)
+            # probes one after another while the uploads run, their median judged: one
+            # probe alone measures whatever else the machine did in that second (CI runs
+            # other test modules beside this one); a hub blocked by librbd slows them all
+            busy = [create_delete(cloud)]
+            while not all(f.done() for f in futures) and len(busy) < PROBES:
+                busy.append(create_delete(cloud))
             uploads = [f.result() for f in futures]
     finally:
         stop.set()
         watcher.join()
     images += [img for img, _ in uploads]
     idle += [create_delete(cloud) for _ in range(2)]
-    idle_s = statistics.median(idle)
+    idle_s, busy_s = statistics.median(idle), statistics.median(busy)
     methods = [cloud.method_of(img) for img in images]
     print(f"\nvolume create+delete: idle {idle_s:.2f} s (runs {', '.join(f'{x:.2f}' for x in idle)}), "
-          f"during {UPLOADS} clone uploads {busy_s:.2f} s ({busy_s / idle_s:.2f}x); uploads took "
+          f"during {UPLOADS} clone uploads {busy_s:.2f} s ({busy_s / idle_s:.2f}x; runs "
+          f"{', '.join(f'{x:.2f}' for x in busy)}); uploads took "
           f"{', '.join(f'{s:.1f}' for _, s in uploads)} s; methods {methods}")
     assert methods == ["clone"] * UPLOADS, methods
     assert not down, f"cinder-volume reported down: {down[:3]}"
-    assert busy_s <= RATIO * idle_s, (f"volume create+delete took {busy_s:.2f} s during the uploads, "
+    assert busy_s <= RATIO * idle_s, (f"volume create+delete took {busy_s:.2f} s (median) during the uploads, "
                                       f"{busy_s / idle_s:.2f}x its idle {idle_s:.2f} s")

@@ -398,3 +398,37 @@ def test_a_trashed_volume_loses_the_upload_snapshots_no_clone_needs_while_others
     assert f"{env.vpool}/{vol}" in out["removed"], out
     assert env.new_state(env.baseline) == {env.vpool: {"images": {}, "trash": []},
                                            env.ipool: {"images": {}, "trash": []}}
+
+
+def test_a_trashed_volume_kept_by_a_snapshot_not_ours_loses_its_upload_snapshots_once_their_clones_go(
+        cinder_env, glance_peer, ceph_cluster):
+    """Found by the soak: V has a snapshot Cinder no longer knows (unmanaged), V uploaded to
+    I, then deleted (trashed, as upstream's driver trashes it). Glance deletes I. The
+    purge keeps V for that snapshot (the admin's to remove) but V's upload snapshot for I
+    stayed with it, pinning V's blocks at I's upload for as long as the admin took; it
+    goes at once now, and the unmanaged snapshot stays."""
+    env = cinder_env
+    conf_file = env.conf()
+    vol, image = _clone_uploaded(env, conf_file)
+    unmanaged = f"snapshot-{uuid.uuid4()}"
+    with rbd.Image(env.io[env.vpool], vol) as v:
+        v.create_snap(unmanaged)
+    conf, backend = env.load(conf_file)
+    with connect(backend) as cluster:
+        out = delete.delete_volume(cluster, env.vpool, vol, foreign_snapshots=delete.KEEP)
+    assert out["action"] == "trashed", out
+    assert glance_peer.request("DELETE", f"/v2/images/{image}").status == 204
+    env.images.remove(image)
+    out = _purge(env, conf_file)
+    assert f"{env.vpool}/{vol}@image-{image}" in out["snapshots_removed"], out
+    assert f"{env.vpool}/{vol}" not in out["removed"], out
+    tid = _trash_entry(ceph_cluster, env.io[env.vpool], vol)["id"]
+    with rbd.Image(env.io[env.vpool], image_id=tid, read_only=True) as v:
+        assert [s["name"] for s in v.list_snaps()] == [unmanaged]
+    # the admin removes the snapshot: the next purge removes V
+    with rbd.Image(env.io[env.vpool], image_id=tid) as v:
+        v.remove_snap(unmanaged)
+    out = _purge(env, conf_file)
+    assert f"{env.vpool}/{vol}" in out["removed"], out
+    assert env.new_state(env.baseline) == {env.vpool: {"images": {}, "trash": []},
+                                           env.ipool: {"images": {}, "trash": []}}
