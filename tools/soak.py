@@ -44,7 +44,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import cloudlib
@@ -293,17 +292,24 @@ class Soak:
         Python, so no Guru Meditation report could say where), kept for the summary."""
         k = 1 if host == "cloud" else int(host.rsplit("-", 1)[1])
         pgid = self.state()["pgids"]["cinder_volume" if k == 1 else f"cinder_volume_{k}"]
-        spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+        # on PATH, or the project's venv (test-requirements.txt): tools/cloud runs on the
+        # system's Python
+        spy = shutil.which("py-spy") or os.path.join(
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".venv", "bin", "py-spy")
         if not os.access(spy, os.X_OK):
             self.stacks.append(f"{host}: no py-spy to take its stacks (pip install py-spy)")
             return
         for pid in _group(pgid):
             if "cinder-volume" not in _cmdline(pid):
                 continue
-            proc = subprocess.run([spy, "dump", "--native", "--pid", str(pid)], capture_output=True,
-                                  text=True, timeout=60)
-            self.stacks.append(f"{host} pid {pid} ({self.t():.1f}s):\n{proc.stdout}{proc.stderr}")
-            self.say("stacks", f"{host} pid {pid}: taken ({len(proc.stdout.splitlines())} lines)")
+            try:
+                proc = subprocess.run([spy, "dump", "--native", "--pid", str(pid)], capture_output=True,
+                                      text=True, timeout=60)
+                out = proc.stdout + proc.stderr
+            except (OSError, subprocess.SubprocessError) as e:
+                out = f"py-spy: {e}"
+            self.stacks.append(f"{host} pid {pid} ({self.t():.1f}s):\n{out}")
+            self.say("stacks", f"{host} pid {pid}: taken ({len(out.splitlines())} lines)")
 
     # -- state: Ceph ---------------------------------------------------------------------
     def ceph_dump(self):
