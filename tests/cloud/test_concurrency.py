@@ -2,10 +2,16 @@
 
 Cinder's volume service is one eventlet hub: a librbd call made on it (not through
 tpool) blocks every other request, its RPC and its heartbeats, for as long as the call
-takes. While 8 clone uploads run at once through the API, a volume create (1 GB) plus its
-delete must finish within 1.5x of its time on an idle cloud (medians of the probes made
-while the uploads run and of five idle ones), and the volume service list
-(as admin) must never show cinder-volume down.
+takes. While 8 clone uploads run at once through the API, every volume create (1 GB) plus
+its delete made meanwhile (one after another, up to five) must finish within 3x of its
+median time on an idle cloud, and the volume service list (as admin) must never show
+cinder-volume down.
+
+Why the slowest probe against 3x, measured (not issue 14's 1.5x of one probe): with the
+driver's Ceph calls put on the hub on purpose, one probe of five took 16.5 s (22x) while
+the others, made between the stalls, took 0.8-1.0 s, so a median passes a blocked hub;
+with the calls in native threads, CI's 2 cores shared with the other test modules
+stretched a probe to 2.4x (one at 1.98 s against 0.82 s idle) and never further.
 
 The uploads and the probe go through the same REST calls `openstack image create
 --volume`, `openstack volume create` and `openstack volume delete` make, without a CLI
@@ -20,7 +26,7 @@ import threading
 import time
 
 UPLOADS = 8
-RATIO = 1.5
+RATIO = 3.0
 PROBES = 5
 
 
@@ -84,9 +90,8 @@ def _run(cloud, vols, images):
         with concurrent.futures.ThreadPoolExecutor(UPLOADS) as pool:
             futures = [pool.submit(upload, cloud, v, f"conc-img-{i}") for i, v in enumerate(vols)]
             time.sleep(0.5)  # the uploads are in cinder-volume by now
-            # probes one after another while the uploads run, their median judged: one
-            # probe alone measures whatever else the machine did in that second (CI runs
-            # other test modules beside this one); a hub blocked by librbd slows them all
+            # probes one after another while the uploads run: a hub blocked by librbd
+            # stalls whichever probe reaches it then, for seconds
             busy = [create_delete(cloud)]
             while not all(f.done() for f in futures) and len(busy) < PROBES:
                 busy.append(create_delete(cloud))
@@ -96,13 +101,13 @@ def _run(cloud, vols, images):
         watcher.join()
     images += [img for img, _ in uploads]
     idle += [create_delete(cloud) for _ in range(2)]
-    idle_s, busy_s = statistics.median(idle), statistics.median(busy)
+    idle_s, busy_s = statistics.median(idle), max(busy)
     methods = [cloud.method_of(img) for img in images]
     print(f"\nvolume create+delete: idle {idle_s:.2f} s (runs {', '.join(f'{x:.2f}' for x in idle)}), "
-          f"during {UPLOADS} clone uploads {busy_s:.2f} s ({busy_s / idle_s:.2f}x; runs "
+          f"during {UPLOADS} clone uploads at most {busy_s:.2f} s ({busy_s / idle_s:.2f}x; runs "
           f"{', '.join(f'{x:.2f}' for x in busy)}); uploads took "
           f"{', '.join(f'{s:.1f}' for _, s in uploads)} s; methods {methods}")
     assert methods == ["clone"] * UPLOADS, methods
     assert not down, f"cinder-volume reported down: {down[:3]}"
-    assert busy_s <= RATIO * idle_s, (f"volume create+delete took {busy_s:.2f} s (median) during the uploads, "
-                                      f"{busy_s / idle_s:.2f}x its idle {idle_s:.2f} s")
+    assert busy_s <= RATIO * idle_s, (f"a volume create+delete took {busy_s:.2f} s during the uploads, "
+                                      f"{busy_s / idle_s:.2f}x its idle {idle_s:.2f} s: the hub was blocked")
