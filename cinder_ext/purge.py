@@ -141,6 +141,9 @@ class _Purge:
                 self.c.trash_remove(pool, tid, name=entry["name"])
             except exc.CephPermissionDenied:  # librbd's answer while the deferment runs
                 raise _Kept("deferment not over") from None
+            except exc.CephBusy:  # a client has it open (a watch): the next run retries,
+                # and the rest of this run goes on (the soak saw one end a whole run)
+                raise _Kept("busy: a client has it open") from None
             steps.reached("purge.removed")
             self._drop_clone_snap(entry["name"], parent)
         try:

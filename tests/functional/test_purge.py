@@ -432,3 +432,28 @@ def test_a_trashed_volume_kept_by_a_snapshot_not_ours_loses_its_upload_snapshots
     assert f"{env.vpool}/{vol}" in out["removed"], out
     assert env.new_state(env.baseline) == {env.vpool: {"images": {}, "trash": []},
                                            env.ipool: {"images": {}, "trash": []}}
+
+
+def test_a_trash_entry_a_client_holds_open_is_kept_and_the_run_goes_on(cinder_env, glance_peer, ceph_cluster):
+    """Found by CI's soak: one trash entry that a client held open (librbd's EBUSY on
+    trash remove) ended the driver's whole purge run. It is kept for the next run, and
+    the run removes the others."""
+    env = cinder_env
+    conf_file = env.conf()
+    conf, backend = env.load(conf_file)
+    vols = [_clone_uploaded(env, conf_file) for _ in range(2)]
+    for vol, _ in vols:
+        with connect(backend) as cluster:
+            assert delete.delete_volume(cluster, env.vpool, vol, foreign_snapshots=delete.KEEP)["action"] == "trashed"
+    for _, image in vols:
+        assert glance_peer.request("DELETE", f"/v2/images/{image}").status == 204
+        env.images.remove(image)
+    held, free = vols[0][0], vols[1][0]
+    tid = _trash_entry(ceph_cluster, env.io[env.vpool], held)["id"]
+    with rbd.Image(env.io[env.vpool], image_id=tid):  # read-write: a watch on its header
+        out = _purge(env, conf_file)
+    assert f"{env.vpool}/{free}" in out["removed"], out
+    assert f"{env.vpool}/{held}" not in out["removed"], out
+    assert any(k["image"] == f"{env.vpool}/{held}" and "busy" in k["reason"] for k in out["kept"]), out
+    out = _purge(env, conf_file)
+    assert f"{env.vpool}/{held}" in out["removed"], out
