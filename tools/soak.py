@@ -48,7 +48,7 @@ import time
 
 import cloudlib
 from cloudlib import PURGE_INTERVAL, Cloud, FlowError
-from peerlib import stop_group  # noqa: E402  tools/peers, on sys.path through cloudlib
+from peerlib import group_members, stop_group  # noqa: E402  tools/peers, on sys.path through cloudlib
 
 WATCH_TIMEOUT = 30  # the cloud's Ceph: osd_client_watch_timeout
 TRANSITIONAL_BOUND = 240  # seconds a volume, snapshot or image may stay transitional
@@ -291,7 +291,7 @@ class Soak:
         stack of its processes (py-spy, native frames too: a hub stuck inside librbd runs no
         Python, so no Guru Meditation report could say where), kept for the summary."""
         k = 1 if host == "cloud" else int(host.rsplit("-", 1)[1])
-        pgid = self.state()["pgids"]["cinder_volume" if k == 1 else f"cinder_volume_{k}"]
+        pgid = self.state()["pgids"][_volume_service(k)[1]]
         # on PATH, or the project's venv (test-requirements.txt): tools/cloud runs on the
         # system's Python
         spy = shutil.which("py-spy") or os.path.join(
@@ -299,7 +299,7 @@ class Soak:
         if not os.access(spy, os.X_OK):
             self.stacks.append(f"{host}: no py-spy to take its stacks (pip install py-spy)")
             return
-        for pid in _group(pgid):
+        for pid in group_members(pgid):
             if "cinder-volume" not in _cmdline(pid):
                 continue
             try:
@@ -712,8 +712,8 @@ class Soak:
         then its restart as tools/cloud does it."""
         self.kills += 1
         k = self.rng.randint(1, self.state().get("volume_services", 1))
-        host = "cloud" if k == 1 else f"cloud-{k}"
-        pgid = self.state()["pgids"]["cinder_volume" if k == 1 else f"cinder_volume_{k}"]
+        host, key = _volume_service(k)
+        pgid = self.state()["pgids"][key]
         start = time.monotonic()
         window = [host, start, None]
         self.cv_down.append(window)
@@ -1087,18 +1087,10 @@ def diff_dump(before, after):
     return out
 
 
-def _group(pgid):
-    """The pids of a process group."""
-    pids = []
-    for d in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                stat = f.read()
-        except (OSError, ValueError):
-            continue
-        if d.isdigit() and int(stat.rsplit(")", 1)[1].split()[2]) == pgid:
-            pids.append(int(d))
-    return pids
+def _volume_service(k):
+    """cinder-volume service k's host and its key in the cloud's pgids, as tools/cloud
+    names them (Cloud.volume_host, Cloud.volume_pgid_name)."""
+    return ("cloud", "cinder_volume") if k == 1 else (f"cloud-{k}", f"cinder_volume_{k}")
 
 
 def _cmdline(pid):

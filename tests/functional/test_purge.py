@@ -178,6 +178,19 @@ def _clone_uploaded(env, conf_file):
     return vol, image_id
 
 
+def _trash(env, backend, vol):
+    """vol deleted as the driver deletes it (Cinder's own snapshots kept): to the trash,
+    since something still needs it."""
+    with connect(backend) as cluster:
+        out = delete.delete_volume(cluster, env.vpool, vol, foreign_snapshots=delete.KEEP)
+    assert out["action"] == "trashed", out
+
+
+def _glance_deletes(env, glance_peer, image_id):
+    assert glance_peer.request("DELETE", f"/v2/images/{image_id}").status == 204
+    env.images.remove(image_id)
+
+
 def _upstream_clone(env, vol):
     """A Cinder clone of vol as upstream's create_cloned_volume makes it: (clone, snapshot)."""
     import rbd
@@ -335,13 +348,9 @@ def test_a_trashed_volume_with_upstreams_clone_snapshot_is_purged_once_its_clone
     vol, image_id = _clone_uploaded(env, conf_file)
     clone, clone_snap = _upstream_clone(env, vol)
     conf, backend = env.load(conf_file)
-    with connect(backend) as cluster:
-        # the driver's delete: Cinder's own snapshots are kept, as upstream's delete keeps them
-        out = delete.delete_volume(cluster, env.vpool, vol, foreign_snapshots=delete.KEEP)
-    assert out["action"] == "trashed", out
+    _trash(env, backend, vol)  # Cinder's own snapshots are kept, as upstream's delete keeps them
     rbd.RBD().remove(env.io[env.vpool], clone)  # upstream's delete of W: V@W.clone_snap stays
-    assert glance_peer.request("DELETE", f"/v2/images/{image_id}").status == 204
-    env.images.remove(image_id)
+    _glance_deletes(env, glance_peer, image_id)
     out = _purge(env, conf_file)
     assert f"{env.vpool}/{vol}" in out["removed"], out
     assert env.new_state(env.baseline) == {env.vpool: {"images": {}, "trash": []},
@@ -380,11 +389,8 @@ def test_a_trashed_volume_loses_the_upload_snapshots_no_clone_needs_while_others
     assert env.upload(conf_file, vol, second)["method"] == "clone"
     _wait_hashed(env, second)
     conf, backend = env.load(conf_file)
-    with connect(backend) as cluster:
-        out = delete.delete_volume(cluster, env.vpool, vol, foreign_snapshots=delete.KEEP)
-    assert out["action"] == "trashed", out
-    assert glance_peer.request("DELETE", f"/v2/images/{second}").status == 204
-    env.images.remove(second)
+    _trash(env, backend, vol)
+    _glance_deletes(env, glance_peer, second)
     out = _purge(env, conf_file)
     assert f"{env.vpool}/{vol}@image-{second}" in out["snapshots_removed"], out
     assert f"{env.vpool}/{vol}" not in out["removed"], out
@@ -392,8 +398,7 @@ def test_a_trashed_volume_loses_the_upload_snapshots_no_clone_needs_while_others
     with rbd.Image(env.io[env.vpool], image_id=tid, read_only=True) as v:
         assert [s["original"] for s in snapshots_of(v, protected=False)] == [f"image-{first}"]
     # I1 still reads from it; once I1 goes, V goes with its last snapshot
-    assert glance_peer.request("DELETE", f"/v2/images/{first}").status == 204
-    env.images.remove(first)
+    _glance_deletes(env, glance_peer, first)
     out = _purge(env, conf_file)
     assert f"{env.vpool}/{vol}" in out["removed"], out
     assert env.new_state(env.baseline) == {env.vpool: {"images": {}, "trash": []},
@@ -414,11 +419,8 @@ def test_a_trashed_volume_kept_by_a_snapshot_not_ours_loses_its_upload_snapshots
     with rbd.Image(env.io[env.vpool], vol) as v:
         v.create_snap(unmanaged)
     conf, backend = env.load(conf_file)
-    with connect(backend) as cluster:
-        out = delete.delete_volume(cluster, env.vpool, vol, foreign_snapshots=delete.KEEP)
-    assert out["action"] == "trashed", out
-    assert glance_peer.request("DELETE", f"/v2/images/{image}").status == 204
-    env.images.remove(image)
+    _trash(env, backend, vol)
+    _glance_deletes(env, glance_peer, image)
     out = _purge(env, conf_file)
     assert f"{env.vpool}/{vol}@image-{image}" in out["snapshots_removed"], out
     assert f"{env.vpool}/{vol}" not in out["removed"], out
@@ -443,11 +445,9 @@ def test_a_trash_entry_a_client_holds_open_is_kept_and_the_run_goes_on(cinder_en
     conf, backend = env.load(conf_file)
     vols = [_clone_uploaded(env, conf_file) for _ in range(2)]
     for vol, _ in vols:
-        with connect(backend) as cluster:
-            assert delete.delete_volume(cluster, env.vpool, vol, foreign_snapshots=delete.KEEP)["action"] == "trashed"
+        _trash(env, backend, vol)
     for _, image in vols:
-        assert glance_peer.request("DELETE", f"/v2/images/{image}").status == 204
-        env.images.remove(image)
+        _glance_deletes(env, glance_peer, image)
     held, free = vols[0][0], vols[1][0]
     tid = _trash_entry(ceph_cluster, env.io[env.vpool], held)["id"]
     with rbd.Image(env.io[env.vpool], image_id=tid):  # read-write: a watch on its header
