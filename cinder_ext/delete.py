@@ -27,7 +27,7 @@ import logging
 import time
 
 from cinder_ext import exceptions as exc
-from cinder_ext import steps
+from cinder_ext import footprint, steps
 from cinder_ext.ceph import USER_NAMESPACE
 from cinder_ext.clone import Timer
 from cinder_ext.footprint import TRASH_MARK, is_upload_snap
@@ -49,8 +49,9 @@ def delete_volume(cluster, pool, name, mode=DEFERRED, delay=0, concurrency=3, le
                   foreign_snapshots=REFUSE):
     """Delete pool/name; returns a result dict (action: removed | trashed | flattened | ...).
 
-    leaf_remove: how to remove a volume nothing depends on (default: librbd's remove;
-    Cinder's driver passes upstream's own, which also tidies Cinder's clone chains).
+    leaf_remove: how to remove a volume nothing depends on (default: librbd's remove,
+    after footprint.claim_glance_parent; Cinder's driver passes upstream's own, which also
+    tidies Cinder's clone chains, and claims in its _get_clone_info).
     foreign_snapshots: what snapshots that are not ours (a user's, or one Cinder forgot
     when an admin unmanaged it) do: REFUSE raises VolumeBusy (nothing changed: the CLI);
     KEEP deletes as upstream's driver does (the volume goes to the trash with them, or
@@ -106,7 +107,7 @@ def _delete_volume(cluster, pool, name, mode, delay, concurrency, leaf_remove,
 
     if not deps:
         with timer.step("remove"):
-            (leaf_remove or (lambda: cluster.remove(pool, name)))()
+            (leaf_remove or (lambda: _remove_leaf(cluster, pool, name)))()
             steps.reached("delete.removed")
         result["action"] = "removed"
     elif mode == DEFERRED:
@@ -134,11 +135,16 @@ def _delete_volume(cluster, pool, name, mode, delay, concurrency, leaf_remove,
             for s in cluster.snaps(pool, name):
                 if is_upload_snap(s["original"]):
                     cluster.remove_snap_by_id(pool, s["id"], name=name)
-            cluster.remove(pool, name)
+            _remove_leaf(cluster, pool, name)
             steps.reached("delete.removed")
         result["action"] = "flattened"
     result["seconds"] = timer.report(started)
     return result
+
+
+def _remove_leaf(cluster, pool, name):
+    footprint.claim_glance_parent(cluster, pool, name)  # the Glance image Glance deleted
+    cluster.remove(pool, name)
 
 
 def flatten_all(cluster, deps, concurrency):

@@ -371,10 +371,29 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
     # as <parent>.deleted). With the option on, the walk is finished with upstream's own
     # _delete_clone_parent_refs, only where that snapshot is still there and has no clone.
     def _get_clone_info(self, volume, volume_name, snap=None):
+        asked = volume_name in self._parents_seen  # by our _delete_volume, before it removes
+        if asked:
+            self._claim_glance_parent(volume, volume_name)
         info = super()._get_clone_info(volume, volume_name, snap)
-        if volume_name in self._parents_seen:  # our _delete_volume is asking
+        if asked:
             self._parents_seen[volume_name] = info
         return info
+
+    def _claim_glance_parent(self, rbd_image, volume_name):
+        """A volume cloned from a Glance image (another pool): footprint.claim_glance_parent
+        before it goes. Read on upstream's open image; our connection only for such a
+        volume."""
+        try:
+            spec = rbd_image.get_parent_image_spec()
+        except self.rbd.ImageNotFound:
+            return  # no clone
+        if spec["pool_name"] == self.configuration.rbd_pool or not footprint.is_image_name(
+                spec["image_name"]):
+            return
+        try:
+            self._ceph(footprint.claim_glance_parent, self.configuration.rbd_pool, volume_name)
+        except exc.CephError as e:  # as claim_glance_parent's own failures: the delete goes on
+            LOG.warning("%s: its Glance parent could not be looked at: %s", volume_name, e)
 
     def _delete_volume(self, volume, client):
         if not self._clone_on:

@@ -20,9 +20,13 @@ What we leave:
 """
 
 import dataclasses
+import logging
 import re
 
 from cinder_ext import exceptions as exc
+from cinder_ext.ceph import TRASH_NAMESPACE
+
+LOG = logging.getLogger(__name__)
 
 # -- names ----------------------------------------------------------------------------------
 IMAGE_SNAP = "snap"           # glance_store's DEFAULT_SNAPNAME, on every image its rbd store holds
@@ -187,3 +191,43 @@ def clone_uploads(cluster, volume_pool, image_pools):
             out.append({"pool": pool, "image": name, "id": trash_id, "trash": bool(trash_id),
                         "volume": f"{volume_pool}/{found.volume}"})
     return out
+
+
+# -- a Glance image that Glance deleted while our volumes read through it ---------------------------
+def glance_trashed_for_our_volumes(cluster, volume_pool, pool, image_id, mark=True):
+    """True if pool's image image_id (by RBD id: in the trash, or on its way there) is one
+    Glance deleted while volumes of volume_pool were cloned from it: glance_store's
+    ``snap`` is in Ceph's trash namespace and every clone is in volume_pool (an image that
+    Nova's disks, in another pool, were cloned from is not ours). Whose clones they are is
+    seen only while they exist: with mark, ``GLANCE_TRASH_MARK`` keeps it for later."""
+    if not any(s["namespace"] == TRASH_NAMESPACE and s["original"] == IMAGE_SNAP
+               for s in cluster.snaps(pool, None, image_id=image_id)):
+        return False
+    deps = cluster.children(pool, image_id=image_id)
+    if not deps or any(d["pool"] != volume_pool for d in deps):
+        return False
+    if mark:
+        cluster.metadata_set_by_id(pool, image_id, GLANCE_TRASH_MARK, "1")
+    return True
+
+
+def claim_glance_parent(cluster, volume_pool, name=None, image_id=None, parent=None):
+    """Call before volume_pool's volume (name, or image_id in the trash) is removed: when
+    it is a clone of a Glance image that Glance has deleted, mark that image
+    (glance_trashed_for_our_volumes). Once its last clone is gone nothing else tells purge
+    it is ours, and a volume deleted before a purge run had looked left it in the Glance
+    pool's trash for ever. parent: the volume's Cluster.parent_snap(), if already read.
+    True when marked. A failure is logged, never raised: the delete goes on (without
+    write access to that pool, purge could not remove the entry either)."""
+    try:
+        if parent is None:
+            parent = cluster.parent_snap(volume_pool, name, image_id=image_id)
+        if (not parent or parent["pool"] == volume_pool or not is_image_name(parent["image"])
+                or parent["namespace"] != TRASH_NAMESPACE or parent["original"] != IMAGE_SNAP):
+            return False
+        return glance_trashed_for_our_volumes(cluster, volume_pool, parent["pool"],
+                                              parent["image_id"])
+    except exc.CephError as e:
+        LOG.warning("%s/%s: its Glance parent, deleted by Glance, could not be marked for "
+                    "purge: %s", volume_pool, name or f"id:{image_id}", e)
+        return False

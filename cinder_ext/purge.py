@@ -43,7 +43,7 @@ from cinder_ext.ceph import TRASH_NAMESPACE, USER_NAMESPACE
 from cinder_ext.clone import Timer, clone_location
 from cinder_ext.delete import where
 from cinder_ext.footprint import (CLONE_SNAP_SUFFIX, CLONED_MARK, DELETED_SUFFIX,
-                                  GLANCE_TRASH_MARK, IMAGE_SNAP, TRASH_MARK, is_upload_snap)
+                                  GLANCE_TRASH_MARK, TRASH_MARK, is_upload_snap)
 
 LOG = logging.getLogger(__name__)
 
@@ -134,6 +134,8 @@ class _Purge:
 
         def remove():
             parent = self.c.parent_snap(pool, image_id=tid)
+            if pool == self.vpool:  # its Glance parent, if Glance deleted it, stays ours
+                footprint.claim_glance_parent(self.c, pool, image_id=tid, parent=parent)
             for s in snaps:
                 self.c.remove_snap_by_id(pool, s["id"], image_id=tid)
                 steps.reached("purge.snap_removed")
@@ -281,6 +283,7 @@ class _Purge:
                 continue
 
             def remove(name=name, snaps=snaps):
+                footprint.claim_glance_parent(self.c, self.vpool, name)
                 for s in snaps:
                     self.c.remove_snap_by_id(self.vpool, s["id"], name=name)
                     steps.reached("purge.snap_removed")
@@ -323,24 +326,20 @@ class _Purge:
         or None: an upload of ours, or an image that only volumes of our pool were cloned
         from. glance_store's delete moves an image with clones to the trash (its 'snap'
         goes to the trash namespace); whose clones they were is seen only while they
-        exist, so the first purge that sees them marks the entry. An image that Nova's
-        disks (another pool) were cloned from is not ours to reclaim."""
+        exist, so the first purge that sees them, or the delete of the last one
+        (footprint.claim_glance_parent), marks the entry. An image that Nova's disks
+        (another pool) were cloned from is not ours to reclaim."""
         tid, name = entry["id"], entry["name"]
         if footprint.upload_of(self.c, self.vpool, pool, name, trash_id=tid) is not None:
             return "an upload of ours"
         if self.c.metadata_get(pool, GLANCE_TRASH_MARK, image_id=tid) is not None:
-            return "marked by an earlier purge"
+            return "marked by an earlier purge, or by the delete of its last clone"
         if self.c.metadata_get(pool, CLONED_MARK, image_id=tid) is not None:
             return "create-volume cloned it"
-        if not any(s["namespace"] == TRASH_NAMESPACE and s["original"] == IMAGE_SNAP
-                   for s in self.c.snaps(pool, None, image_id=tid)):
-            return None
-        deps = self.c.children(pool, image_id=tid)
-        if not deps or any(d["pool"] != self.vpool for d in deps):
-            return None
-        if not self.dry_run:
-            self.c.metadata_set_by_id(pool, tid, GLANCE_TRASH_MARK, "1")
-        return "glance_store trashed it; volumes of our pool were cloned from it"
+        if footprint.glance_trashed_for_our_volumes(self.c, self.vpool, pool, tid,
+                                                    mark=not self.dry_run):
+            return "glance_store trashed it; volumes of our pool were cloned from it"
+        return None
 
     def _upload_locks(self, image_id, what):
         """Take image_id's upload lock in every image pool, so that no upload to it starts

@@ -21,6 +21,7 @@ day2
 """
 
 import collections
+import io
 import os
 import signal
 import sys
@@ -242,17 +243,40 @@ def day2(spec, cleanup):
     driver.delete_volume(v4)
     out["mon_outage_trashed"] = v4.name in pool_state(driver, vpool, {v4.name})["trash"]
     mon = int(open(spec["mon_pid_file"]).read().strip())
+    window = [time.strftime("%Y-%m-%d %H:%M:%S")]  # as the log stamps its lines
     os.kill(mon, signal.SIGSTOP)
     try:
         time.sleep(spec["mon_outage"])
     finally:
         os.kill(mon, signal.SIGCONT)
+        window.append(time.strftime("%Y-%m-%d %H:%M:%S"))
     image_service.delete(ctx, i4)
     wait_gone(driver, ipool, i4)
     t0 = time.monotonic()
     gone = _wait(lambda: v4.name not in pool_state(driver, vpool, {v4.name})["trash"],
                  spec["purge_wait"] + 30)
-    out["mon_outage"] = {"purged": gone, "after": round(time.monotonic() - t0, 2)}
+    out["mon_outage"] = {"purged": gone, "after": round(time.monotonic() - t0, 2),
+                         "window": window}
+
+    # 5. a volume cloned from an image Glance wrote (the manager's clone_image), the image
+    #    deleted (glance_store trashes it: the volume reads through it), then the volume,
+    #    before a purge tick has seen the two together: the periodic purge reclaims the image
+    i5 = image_service.create(ctx, {"name": "day2-glance-written", "disk_format": "raw",
+                                    "container_format": "bare"})["id"]
+    cleanup.append(lambda: image_service.delete(ctx, i5))
+    image_service.update(ctx, i5, {}, data=io.BytesIO(os.urandom(MiB)))
+    v5 = _volume(ctx, spec, "day2-from-image", vtype.id)
+    _, cloned = driver.clone_image(ctx, v5, image_service.get_location(ctx, i5),
+                                   image_service.show(ctx, i5), image_service)
+    cleanup.append(lambda: driver.delete_volume(v5))
+    image_service.delete(ctx, i5)
+    wait_gone(driver, ipool, i5)
+    trashed = i5 in pool_state(driver, ipool, {i5})["trash"]
+    driver.delete_volume(v5)
+    t0 = time.monotonic()
+    gone = _wait(lambda: i5 not in pool_state(driver, ipool, {i5})["trash"], spec["purge_wait"])
+    out["glance_parent"] = {"cloned": cloned, "trashed": trashed, "purged": gone,
+                            "after": round(time.monotonic() - t0, 2)}
     return out
 
 

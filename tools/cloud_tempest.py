@@ -204,18 +204,14 @@ def run(directory, regex=SELECTION, concurrency=2, log=print, name="results"):
 
 def count_methods(cloud):
     counts = {"clone": 0, "independent": 0, "copy": 0, "copy_reasons": []}
-    try:
-        with open(cloud.volume_log, errors="replace") as f:
-            for line in f:
-                if ": method=clone" in line:
-                    counts["clone"] += 1
-                elif ": method=independent" in line:
-                    counts["independent"] += 1
-                elif ": method=copy" in line:
-                    counts["copy"] += 1
-                    counts["copy_reasons"].append(line.split("reason=", 1)[-1].strip()[:200])
-    except OSError:
-        pass
+    for line in cloud.volume_log_lines():
+        if ": method=clone" in line:
+            counts["clone"] += 1
+        elif ": method=independent" in line:
+            counts["independent"] += 1
+        elif ": method=copy" in line:
+            counts["copy"] += 1
+            counts["copy_reasons"].append(line.split("reason=", 1)[-1].strip()[:200])
     return counts
 
 

@@ -143,8 +143,19 @@ class Cloud:
         self.dir = os.path.abspath(directory)
         self.state = read_state(self.dir)
         self.env = env_vars(self.dir, self.state)  # what `tools/cloud env DIR` exports
-        self.volume_log = os.path.join(self.dir, "cinder", "cinder-volume.log")
         self._tokens = {}
+
+    def volume_log_lines(self):
+        """Every cinder-volume service's log lines (an active-active cloud has one log per
+        service: cinder-volume.log, cinder-volume-2.log, ...)."""
+        names = sorted(n for n in os.listdir(os.path.join(self.dir, "cinder"))
+                       if re.fullmatch(r"cinder-volume(-\d+)?\.log", n))
+        for name in names:
+            try:
+                with open(os.path.join(self.dir, "cinder", name), errors="replace") as f:
+                    yield from f
+            except OSError:
+                continue
 
     @classmethod
     def start(cls, directory, *args):
@@ -307,11 +318,7 @@ class Cloud:
 
     def upload_lines(self, image_id):
         """cinder-volume's `Upload of volume ... to image ID: method=...` lines for this image."""
-        try:
-            with open(self.volume_log, errors="replace") as f:
-                return [ln.strip() for ln in f if f"to image {image_id}: method=" in ln]
-        except OSError:
-            return []
+        return [ln.strip() for ln in self.volume_log_lines() if f"to image {image_id}: method=" in ln]
 
     def method_of(self, image_id):
         lines = self.upload_lines(image_id)

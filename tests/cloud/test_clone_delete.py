@@ -50,8 +50,8 @@ def test_deleting_a_clone_drops_its_parents_clone_snap_where_upstream_leaves_it(
 
     parent, clone = clone_then_delete_it(cloud, "clonedel-ours")
     assert snaps_of(cloud, f"volume-{parent}") == []
-    with open(cloud.volume_log, errors="replace") as f:
-        assert any(f"volume-{parent}@volume-{clone}.clone_snap: its clone" in line for line in f)
+    assert any(f"volume-{parent}@volume-{clone}.clone_snap: its clone" in line
+               for line in cloud.volume_log_lines())
 
     # both parents delete; upstream's leftover goes with its parent (Cinder's rename to
     # .deleted, then our purge: nothing depends on it)

@@ -457,3 +457,54 @@ def test_a_trash_entry_a_client_holds_open_is_kept_and_the_run_goes_on(cinder_en
     assert any(k["image"] == f"{env.vpool}/{held}" and "busy" in k["reason"] for k in out["kept"]), out
     out = _purge(env, conf_file)
     assert f"{env.vpool}/{held}" in out["removed"], out
+
+
+def _glance_written(env, glance_peer):
+    """An image Glance wrote itself (a copy upload: nothing of ours on it) and a volume
+    cloned from its snap as upstream's clone_image clones it (no mark of ours either):
+    (image id, volume name)."""
+    image = env.image()
+    assert env.upload(env.conf(enable=False), env.volume(16 * MiB), image)["method"] == "copy"
+    _wait_hashed(env, image)
+    child = f"volume-{uuid.uuid4()}"
+    env.volumes.append(child)
+    rbd.RBD().clone(env.io[env.ipool], image, "snap", env.io[env.vpool], child)
+    return image, child
+
+
+def test_a_glance_image_trashed_for_a_volume_is_reclaimed_when_the_volume_goes_before_any_purge(
+        cinder_env, glance_peer):
+    """Found by CI (test_on_off): Glance deletes an image a volume was cloned from
+    (glance_store trashes it), and the volume is deleted before a purge run has seen the
+    two together. Purge knew that trash entry from Nova's only by its clones, so it
+    stayed in the Glance pool's trash for ever. The delete of its last clone marks it."""
+    env = cinder_env
+    conf_file = env.conf()
+    image, child = _glance_written(env, glance_peer)
+    _glance_deletes(env, glance_peer, image)
+    assert env.new_state(env.baseline)[env.ipool]["trash"] == [image]
+    assert _json(env.cli("--config-file", conf_file, "delete-volume", child))["action"] == "removed"
+    out = _purge(env, conf_file)
+    assert f"{env.ipool}/{image}" in out["removed"], out
+    assert env.new_state(env.baseline)[env.ipool] == {"images": {}, "trash": []}, out
+
+
+def test_one_purge_reclaims_a_glance_image_whose_last_clone_it_removes_itself(cinder_env, glance_peer):
+    """The same chain, reclaimed by the purge alone: volume V cloned from Glance's image I,
+    V uploaded to I2 (V's clone), V deleted (trashed: I2 reads through it), then Glance
+    deletes I and I2. One purge removes V (nothing needs it now), and I with it."""
+    env = cinder_env
+    conf_file = env.conf()
+    conf, backend = env.load(conf_file)
+    image, child = _glance_written(env, glance_peer)
+    second = env.image()
+    assert env.upload(conf_file, child, second)["method"] == "clone"
+    _wait_hashed(env, second)
+    _trash(env, backend, child)
+    _glance_deletes(env, glance_peer, image)
+    _glance_deletes(env, glance_peer, second)
+    out = _purge(env, conf_file)
+    assert {f"{env.vpool}/{child}", f"{env.ipool}/{image}"} <= set(out["removed"]), out
+    state = env.new_state(env.baseline)  # left: the volume the copy upload read
+    assert state[env.ipool] == {"images": {}, "trash": []}, out
+    assert state[env.vpool]["trash"] == [] and child not in state[env.vpool]["images"], out
