@@ -9,8 +9,9 @@ deleted while volumes depend on them, and the reverse). Faults at random moments
 SIGKILL of a cinder-volume service (right after an upload is accepted, too; on a cloud
 started with --volume-services 2, either one of the active-active pair) and its restart as
 tools/cloud does it, glance-api's workers killed or reloaded, an OSD killed and restarted
-(with --osds 3; a lone memstore OSD is stalled and marked down instead) and the monitor
-restarted, Keystone stopped (SIGSTOP) for a few seconds, RabbitMQ restarted.
+(with --osds 3, and then every PG active+clean again before the soak goes on: the
+restarted memstore OSD is empty; a lone one is stalled and marked down instead) and the
+monitor restarted, Keystone stopped (SIGSTOP) for a few seconds, RabbitMQ restarted.
 
 Invariants, checked while it runs and at the end:
 
@@ -115,6 +116,22 @@ c.shutdown()
 print(json.dumps(out))
 """
 
+# every PG's state as its primary OSD reports it: the cloud runs no mgr, which `pg stat` needs
+PG_STATES = r"""
+import json, sys, rados
+c = rados.Rados(conffile=sys.argv[1]); c.connect(timeout=10)
+ret, out, err = c.mon_command(json.dumps({"prefix": "osd pool ls", "detail": "detail", "format": "json"}), b"")
+states = {}
+for p in json.loads(out):
+    for i in range(p["pg_num"]):
+        pgid = f"{p['pool_id']}.{i:x}"
+        ret, out, err = c.pg_command(pgid, json.dumps({"prefix": "query", "pgid": pgid, "format": "json"}),
+                                     b"", timeout=10)
+        states[pgid] = json.loads(out)["state"] if ret == 0 else f"no answer ({err})"
+c.shutdown()
+print(json.dumps(states))
+"""
+RECOVERY_BOUND = 300  # seconds a restarted (empty) memstore OSD may take to hold every replica again
 
 # the faults and their weights: a soak draws one every 30 to 75 s
 FAULTS = [("kill-volume", 3), ("kill-volume-mid-upload", 3), ("glance", 2), ("osd", 2), ("mon", 2),
@@ -302,12 +319,19 @@ class Soak:
         for pid in group_members(pgid):
             if "cinder-volume" not in _cmdline(pid):
                 continue
-            try:
-                proc = subprocess.run([spy, "dump", "--native", "--pid", str(pid)], capture_output=True,
-                                      text=True, timeout=60)
-                out = proc.stdout + proc.stderr
-            except (OSError, subprocess.SubprocessError) as e:
-                out = f"py-spy: {e}"
+            out = ""
+            # --native can fail to merge a process's frames ("Failed to merge native and
+            # python frames"): then the Python stacks alone
+            for args in (["--native"], []):
+                try:
+                    proc = subprocess.run([spy, "dump", *args, "--pid", str(pid)], capture_output=True,
+                                          text=True, timeout=60)
+                    out = proc.stdout + proc.stderr
+                except (OSError, subprocess.SubprocessError) as e:
+                    out = f"py-spy: {e}"
+                    continue
+                if proc.returncode == 0:
+                    break
             self.stacks.append(f"{host} pid {pid} ({self.t():.1f}s):\n{out}")
             self.say("stacks", f"{host} pid {pid}: taken ({len(out.splitlines())} lines)")
 
@@ -318,6 +342,15 @@ class Soak:
                               env={"PATH": "/usr/bin:/bin", "HOME": os.path.join(self.dir, "home")})
         if proc.returncode != 0:
             raise FlowError(f"ceph dump: {cloudlib.last_line(proc.stderr)}")
+        return json.loads(proc.stdout)
+
+    def pg_states(self):
+        """{pgid: state} of every PG of the cloud's pools (PG_STATES)."""
+        proc = subprocess.run(["/usr/bin/python3", "-c", PG_STATES, self.cloud.env["CEPH_CONF"]],
+                              capture_output=True, text=True, timeout=120, cwd=self.dir,
+                              env={"PATH": "/usr/bin:/bin", "HOME": os.path.join(self.dir, "home")})
+        if proc.returncode != 0:
+            raise FlowError(f"PG states: {cloudlib.last_line(proc.stderr)}")
         return json.loads(proc.stdout)
 
     def sessions(self):
@@ -825,9 +858,34 @@ class Soak:
             return True
         try:
             cloudlib.wait_for(f"{name} healthy", healthy, 120)
+            if name.startswith("osd") and self.state().get("osds", 1) > 1:
+                self._wait_recovered(name)
         except cloudlib.CloudError as e:
             self.violation(str(e))
         self.say("fault", f"{name} back after {time.monotonic() - start:.1f}s")
+
+    def _wait_recovered(self, name):
+        """Until every PG is active+clean again. A killed memstore OSD restarts empty: until
+        recovery has copied every object back to it, the next OSD fault can take a PG's
+        last complete copy (the soak once lost objects that way: Ceph's "unfound", and
+        I/O to them blocked for good)."""
+        last = {}
+
+        def clean():
+            self.check_services()  # a service that stops reporting while Ceph recovers
+            last.update(self.pg_states())
+            if all(state == "active+clean" for state in last.values()):
+                return True
+            time.sleep(2)  # each look costs a process and a query per PG
+            return False
+        t0 = time.monotonic()
+        try:
+            cloudlib.wait_for(f"{name}'s recovery", clean, RECOVERY_BOUND)
+        except cloudlib.CloudError:
+            raise cloudlib.CloudError(f"{name}: not every PG active+clean {RECOVERY_BOUND}s after its restart: "
+                                      + ", ".join(f"{pg} {st}" for pg, st in sorted(last.items())
+                                                  if st != "active+clean")) from None
+        self.say("fault", f"{name}: every PG active+clean {time.monotonic() - t0:.1f}s after it was up")
 
     def fault_rabbit(self):
         pgid = self.state()["pgids"]["rabbitmq"]
@@ -1017,6 +1075,12 @@ class Soak:
             else:
                 self.violation(f"pools back at the baseline only {late:.0f}s after the last delete "
                                f"(bound {bound}s)")
+        try:  # the soak's own faults must never have cost Ceph data (_wait_recovered)
+            unclean = {pg: st for pg, st in self.pg_states().items() if st != "active+clean"}
+        except (OSError, subprocess.SubprocessError, FlowError) as e:
+            unclean = {"?": str(e)}
+        if unclean:
+            self.violation("Ceph: PGs not active+clean at the end: " + json.dumps(unclean))
         return self.summary(leftovers)
 
     def remove_unmanaged_in_trash(self):
