@@ -409,6 +409,42 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
                      {"parent": parent[1], "snap": parent[2], "vol": volume.name})
             self._delete_clone_parent_refs(client, parent[1], parent[2])
 
+    # Upstream's create_cloned_volume measures the source's clone chain by opening each
+    # parent by name (_get_clone_depth). A parent our delete moved to the trash (images or
+    # Cinder clones still read through it) has no name there: upstream's walk raised
+    # ImageNotFound, the new volume went to error, and the source's open handle (with
+    # its exclusive lock) was never closed. Such a parent is opened by its trash id.
+    def _get_clone_depth(self, client, volume_name, depth=0):
+        try:
+            return super()._get_clone_depth(client, volume_name, depth)
+        except self.rbd.ImageNotFound:
+            trashed = self._trash_id(client, volume_name) if self._clone_on and depth else None
+            if trashed is None:
+                raise  # the source itself is gone (upstream's answer), or not ours to find
+        image = self._native_image(client, trashed)
+        try:
+            _pool, parent, _snap = self._get_clone_info(image, volume_name)
+        finally:
+            image.close()
+        return self._get_clone_depth(client, parent, depth + 1) if parent else depth
+
+    def _trash_id(self, client, name):
+        """The id of the one trash entry named name, else None."""
+        try:
+            ids = [e["id"] for e in self.RBDProxy().trash_list(client.ioctx) if e["name"] == name]
+        except IndexError:  # pacific's binding on an entry it cannot name (a migration's)
+            return None
+        return ids[0] if len(ids) == 1 else None
+
+    def _native_image(self, client, image_id):
+        """An image opened read-only by id, its calls in native threads (as upstream's
+        RBDVolumeProxy makes them)."""
+        image = _native_executor()(self.rbd.Image, client.ioctx, image_id=image_id, read_only=True)
+        if not _on_eventlet_hub():
+            return image
+        from eventlet import tpool
+        return tpool.Proxy(image)
+
     def _snapshot_has_clones(self, client, name, snap):
         """True also when the snapshot is gone (upstream's slow path dropped it)."""
         try:

@@ -277,6 +277,22 @@ def day2(spec, cleanup):
     gone = _wait(lambda: i5 not in pool_state(driver, ipool, {i5})["trash"], spec["purge_wait"])
     out["glance_parent"] = {"cloned": cloned, "trashed": trashed, "purged": gone,
                             "after": round(time.monotonic() - t0, 2)}
+
+    # 6. a Cinder clone of a volume our delete moved to the trash (its clone-uploaded
+    #    image and the clone still read through it), cloned in turn: upstream's
+    #    create_cloned_volume walks the clone chain by name (_get_clone_depth)
+    a = new_volume("day2-trashed-parent")
+    upload(a)
+    b = _volume(ctx, spec, "day2-clone-of-trashed", vtype.id)
+    driver.create_cloned_volume(b, a)
+    cleanup.append(lambda: driver.delete_volume(b))
+    driver.delete_volume(a)
+    trashed = a.name in pool_state(driver, vpool, {a.name})["trash"]
+    c = _volume(ctx, spec, "day2-clone-of-clone", vtype.id)
+    outcome, seconds, why = _outcome(lambda: driver.create_cloned_volume(c, b))
+    cleanup.append(lambda: driver.delete_volume(c))
+    out["clone_of_trashed_parents_clone"] = {"trashed": trashed, "outcome": outcome,
+                                             "seconds": seconds, "why": why}
     return out
 
 

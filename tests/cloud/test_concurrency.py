@@ -3,15 +3,21 @@
 Cinder's volume service is one eventlet hub: a librbd call made on it (not through
 tpool) blocks every other request, its RPC and its heartbeats, for as long as the call
 takes. While 8 clone uploads run at once through the API, every volume create (1 GB) plus
-its delete made meanwhile (one after another, up to five) must finish within 3x of its
-median time on an idle cloud, and the volume service list (as admin) must never show
-cinder-volume down.
+its delete made meanwhile (one after another, up to five) is a probe. The probes' median
+must stay within 3x of the slowest idle run (the service is not slowed throughout), and
+no probe may take more than 3x the larger of that median and the slowest idle run (no
+probe stalls beyond the others: a blocked hub's mark). The volume service list (as
+admin) must never show cinder-volume down.
 
-Why the slowest probe against 3x, measured (not issue 14's 1.5x of one probe): with the
-driver's Ceph calls put on the hub on purpose, one probe of five took 16.5 s (22x) while
-the others, made between the stalls, took 0.8-1.0 s, so a median passes a blocked hub;
-with the calls in native threads, CI's 2 cores shared with the other test modules
-stretched a probe to 2.4x (one at 1.98 s against 0.82 s idle) and never further.
+Why, measured (not issue 14's 1.5x of one probe):
+* with the driver's Ceph calls put on the hub on purpose, one probe of five took
+  15.3-16.4 s (21-22x the idle median) while the others, made between the stalls, took
+  0.8-1.1 s. A median alone passes a blocked hub.
+* with the calls in native threads, CI's 2 cores, shared with the other test modules,
+  slow every probe together: once 1.39, 2.07, 2.49, 5.57 and 4.28 s, with idle runs of
+  0.92-0.98 s before the burst and 1.78-2.45 s after it, and uploads at 13-16 s (5.5-6 s
+  on a quiet machine). The slowest probe against the idle median (5.7x) failed that
+  run; against the burst's own median (2.2x) it is load, not a stall.
 
 The uploads and the probe go through the same REST calls `openstack image create
 --volume`, `openstack volume create` and `openstack volume delete` make, without a CLI
@@ -101,13 +107,17 @@ def _run(cloud, vols, images):
         watcher.join()
     images += [img for img, _ in uploads]
     idle += [create_delete(cloud) for _ in range(2)]
-    idle_s, busy_s = statistics.median(idle), max(busy)
+    idle_s, busy_s, typical = max(idle), max(busy), statistics.median(busy)
     methods = [cloud.method_of(img) for img in images]
-    print(f"\nvolume create+delete: idle {idle_s:.2f} s (runs {', '.join(f'{x:.2f}' for x in idle)}), "
-          f"during {UPLOADS} clone uploads at most {busy_s:.2f} s ({busy_s / idle_s:.2f}x; runs "
+    print(f"\nvolume create+delete: idle at most {idle_s:.2f} s (runs {', '.join(f'{x:.2f}' for x in idle)}), "
+          f"during {UPLOADS} clone uploads median {typical:.2f} s, at most {busy_s:.2f} s (runs "
           f"{', '.join(f'{x:.2f}' for x in busy)}); uploads took "
           f"{', '.join(f'{s:.1f}' for _, s in uploads)} s; methods {methods}")
     assert methods == ["clone"] * UPLOADS, methods
     assert not down, f"cinder-volume reported down: {down[:3]}"
-    assert busy_s <= RATIO * idle_s, (f"a volume create+delete took {busy_s:.2f} s during the uploads, "
-                                      f"{busy_s / idle_s:.2f}x its idle {idle_s:.2f} s: the hub was blocked")
+    assert typical <= RATIO * idle_s, (f"volume create+delete took {typical:.2f} s (median) during the "
+                                       f"uploads, {typical / idle_s:.2f}x its slowest idle run {idle_s:.2f} s")
+    reference = max(typical, idle_s)
+    assert busy_s <= RATIO * reference, (f"a volume create+delete took {busy_s:.2f} s during the uploads, "
+                                         f"{busy_s / reference:.2f}x the others ({reference:.2f} s): the hub "
+                                         "was blocked")

@@ -108,3 +108,9 @@ def test_day2(day2):
     got = r["glance_parent"]
     assert got["cloned"] and got["trashed"], got
     assert got["purged"], got
+
+    # a clone of a Cinder clone whose parent our delete trashed: created (the soak saw
+    # upstream's walk up the chain raise ImageNotFound, and the new volume go to error)
+    got = r["clone_of_trashed_parents_clone"]
+    assert got["trashed"], got
+    assert got["outcome"] == "ok", got
