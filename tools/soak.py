@@ -336,22 +336,22 @@ class Soak:
             self.say("stacks", f"{host} pid {pid}: taken ({len(out.splitlines())} lines)")
 
     # -- state: Ceph ---------------------------------------------------------------------
-    def ceph_dump(self):
-        proc = subprocess.run(["/usr/bin/python3", "-c", DUMP, self.cloud.env["CEPH_CONF"]],
-                              capture_output=True, text=True, timeout=120, cwd=self.dir,
+    def _ceph_script(self, script, what, stdin=None):
+        """script's JSON output, run by Debian's Python (the rados and rbd bindings) against
+        the cloud's Ceph; FlowError naming `what` when it fails."""
+        proc = subprocess.run(["/usr/bin/python3", "-c", script, self.cloud.env["CEPH_CONF"]],
+                              input=stdin, capture_output=True, text=True, timeout=120, cwd=self.dir,
                               env={"PATH": "/usr/bin:/bin", "HOME": os.path.join(self.dir, "home")})
         if proc.returncode != 0:
-            raise FlowError(f"ceph dump: {cloudlib.last_line(proc.stderr)}")
+            raise FlowError(f"{what}: {cloudlib.last_line(proc.stderr)}")
         return json.loads(proc.stdout)
+
+    def ceph_dump(self):
+        return self._ceph_script(DUMP, "ceph dump")
 
     def pg_states(self):
         """{pgid: state} of every PG of the cloud's pools (PG_STATES)."""
-        proc = subprocess.run(["/usr/bin/python3", "-c", PG_STATES, self.cloud.env["CEPH_CONF"]],
-                              capture_output=True, text=True, timeout=120, cwd=self.dir,
-                              env={"PATH": "/usr/bin:/bin", "HOME": os.path.join(self.dir, "home")})
-        if proc.returncode != 0:
-            raise FlowError(f"PG states: {cloudlib.last_line(proc.stderr)}")
-        return json.loads(proc.stdout)
+        return self._ceph_script(PG_STATES, "PG states")
 
     def sessions(self):
         """Monitor sessions: client nonce -> pid (through the socket's owner)."""
@@ -724,13 +724,10 @@ class Soak:
         if not items:
             return None
         items = self.rng.sample(items, min(4, len(items)))
-        proc = subprocess.run(["/usr/bin/python3", "-c", READ, self.cloud.env["CEPH_CONF"]],
-                              input=json.dumps([(k, p, n, d[0]) for k, p, n, d in items]), capture_output=True,
-                              text=True, timeout=120, env={"PATH": "/usr/bin:/bin",
-                                                           "HOME": os.path.join(self.dir, "home")})
-        if proc.returncode != 0:
-            return f"read failed: {cloudlib.last_line(proc.stderr)}"
-        got = json.loads(proc.stdout)
+        try:
+            got = self._ceph_script(READ, "read failed", json.dumps([(k, p, n, d[0]) for k, p, n, d in items]))
+        except FlowError as e:
+            return str(e)
         for key, _, _, d in items:
             if got.get(key) not in (None, d[1]):
                 self.violation(f"{key}: its first {d[0]} bytes are not what was written")
