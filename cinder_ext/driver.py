@@ -404,7 +404,8 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
             parent = self._parents_seen[volume.name]
         finally:
             self._parents_seen.pop(volume.name, None)
-        if parent and parent[1] and not self._snapshot_has_clones(client, parent[1], parent[2]):
+        if parent and parent[1] and not _native_executor()(
+                self._snapshot_has_clones, client, parent[1], parent[2]):
             LOG.info("Dropping %(parent)s@%(snap)s: its clone %(vol)s is deleted",
                      {"parent": parent[1], "snap": parent[2], "vol": volume.name})
             self._delete_clone_parent_refs(client, parent[1], parent[2])
@@ -446,7 +447,9 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
         return tpool.Proxy(image)
 
     def _snapshot_has_clones(self, client, name, snap):
-        """True also when the snapshot is gone (upstream's slow path dropped it)."""
+        """True also when the snapshot is gone (upstream's slow path dropped it). librbd
+        throughout: called in a native thread (an OSD that holds the parent's objects while
+        it recovers would otherwise stop the hub, heartbeats included)."""
         try:
             with self.rbd.Image(client.ioctx, name, read_only=True) as image:
                 if snap not in {s["name"] for s in image.list_snaps()}:
