@@ -86,6 +86,8 @@ class Cluster:
         self.client = None
         self._ioctx = {}
         self._watches = set()
+        self._open_images = 0  # opened through image(), in any thread, not yet closed
+        self._open_lock = threading.Lock()
 
     @property
     def who(self):
@@ -120,6 +122,13 @@ class Cluster:
     def close(self):
         for handle in list(self._watches):  # a lock left held: its watch goes with us
             self.unwatch(handle)
+        if self._open_images:
+            # another thread is still in librbd with an image of ours: a client shut down
+            # under it is a use after free, which takes the whole process down later,
+            # anywhere. Left to the process instead (a bug of the caller's: say so).
+            LOG.error("Ceph connection as %s not closed: %d image(s) still open through it",
+                      self.who, self._open_images)
+            return
         for ioctx in self._ioctx.values():
             ioctx.close()
         self._ioctx.clear()
@@ -184,10 +193,14 @@ class Cluster:
                 img = rbd.Image(ioctx, image_id=image_id, snapshot=snapshot, read_only=read_only)
             else:
                 img = rbd.Image(ioctx, name, snapshot=snapshot, read_only=read_only)
+        with self._open_lock:
+            self._open_images += 1
         try:
             yield img
         finally:
             img.close()
+            with self._open_lock:
+                self._open_images -= 1
 
     # -- cluster facts ---------------------------------------------------------------
     def fsid(self):

@@ -18,16 +18,16 @@ _END = object()
 
 
 class _Reader(threading.Thread):
-    def __init__(self, ceph, pool, name, read_size, depth):
-        super().__init__(name=f"read {pool}/{name}", daemon=True)
-        self.ceph, self.pool, self.name, self.read_size = ceph, pool, name, read_size
+    def __init__(self, ceph, pool, volume, read_size, depth):
+        super().__init__(name=f"read {pool}/{volume}", daemon=True)
+        self.ceph, self.pool, self.volume, self.read_size = ceph, pool, volume, read_size
         self.q = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
         self.error = None
 
     def run(self):
         try:
-            for _offset, data in self.ceph.read_extents(self.pool, self.name, self.read_size):
+            for _offset, data in self.ceph.read_extents(self.pool, self.volume, self.read_size):
                 while not self.stop.is_set():
                     try:
                         self.q.put(data, timeout=0.2)
@@ -88,7 +88,10 @@ def copy_volume_to_image(ceph, glance, pool, volume, image_id, size, read_size=4
         raise
     finally:
         reader.stop.set()
-        reader.join(timeout=5)
+        # until the reader has left librbd, however long a stalled OSD keeps it there: our
+        # caller shuts the connection down next, and librbd under a shut-down connection
+        # is a use after free
+        reader.join()
     if reader.error is not None:
         raise reader.error
     if sent != size:

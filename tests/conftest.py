@@ -15,7 +15,7 @@ SESSION_WATCH_TIMEOUT = 10
 CLOUD_SCOPE = "tests/cloud"  # every module there shares one cloud, on one worker
 
 pytest_plugins = ["tests.peers", "tests.info_api", "tests.keystone", "tests.reliability_summary",
-                  "tests.durations"]
+                  "tests.durations", "tests.crash_report"]
 
 
 def pytest_configure(config):

@@ -47,3 +47,34 @@ def test_a_crashed_workers_processes_are_stopped_and_no_others():
         for p in (ours, other):
             p.kill()
             p.wait()
+
+
+CRASHING = '''
+import ctypes, threading, time
+
+def test_fine():
+    pass
+
+def test_reads_address_zero():
+    threading.Thread(target=time.sleep, args=(30,), daemon=True, name="bystander").start()
+    ctypes.string_at(0)  # SIGSEGV, as a use after free inside librbd ends
+'''
+
+
+def test_a_crashed_workers_own_thread_is_named_in_a_few_lines(tmp_path):
+    (tmp_path / "test_crashing.py").write_text(CRASHING)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {k: v for k, v in os.environ.items() if k not in ("GRC_TEST_CRASH_DIR", "PYTEST_XDIST_WORKER")}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "tests.crash_report",
+                           "-n", "1", "--max-worker-restart", "0", "-q", str(tmp_path)],
+                          cwd=tmp_path, env=dict(env, PYTHONPATH=root), capture_output=True, text=True,
+                          timeout=120)
+    out = proc.stdout
+    assert proc.returncode != 0, out
+    report = out[out.index("tests: worker gw0's fault report:"):].splitlines()
+    assert report[1] == "Fatal Python error: Segmentation fault", out
+    assert report[2].startswith("Current thread"), out
+    assert any("test_crashing.py" in line and "test_reads_address_zero" in line for line in report[3:5]), out
+    # the Python report went to the file, not to the worker's stderr
+    assert "Extension modules" not in proc.stderr + out, out
