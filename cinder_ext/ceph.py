@@ -123,9 +123,9 @@ class Cluster:
         for handle in list(self._watches):  # a lock left held: its watch goes with us
             self.unwatch(handle)
         if self._open_images:
-            # another thread is still in librbd with an image of ours: a client shut down
-            # under it is a use after free, which takes the whole process down later,
-            # anywhere. Left to the process instead (a bug of the caller's: say so).
+            # another thread is still in librbd with an image of ours: that image's next
+            # call on a client shut down under it hangs for good (rbd_close, measured) or
+            # uses freed memory. Left to the process instead (a bug of the caller's: say so).
             LOG.error("Ceph connection as %s not closed: %d image(s) still open through it",
                       self.who, self._open_images)
             return

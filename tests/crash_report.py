@@ -18,22 +18,19 @@ import pytest
 ENV = "GRC_TEST_CRASH_DIR"  # set by the controller, inherited by the workers it spawns
 MAX_FRAMES = 25
 HARNESS = tuple(f"{os.sep}{m}{os.sep}" for m in ("_pytest", "pluggy", "xdist", "execnet"))
+_report_key = pytest.StashKey()  # a worker's open report file, kept for faulthandler
+_made_key = pytest.StashKey()    # the controller's directory, removed at the end
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own faulthandler plugin has enabled it
 def pytest_configure(config):
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
     if not hasattr(config, "workerinput"):
         if ENV not in os.environ:
             os.environ[ENV] = config.stash[_made_key] = tempfile.mkdtemp(prefix="tests-crash-")
-    elif worker and os.environ.get(ENV):
-        report = open(os.path.join(os.environ[ENV], f"{worker}.txt"), "w")
+    elif os.environ.get(ENV):
+        report = open(os.path.join(os.environ[ENV], f"{config.workerinput['workerid']}.txt"), "w")
         config.stash[_report_key] = report
         faulthandler.enable(file=report, all_threads=True)
-
-
-_report_key = pytest.StashKey()
-_made_key = pytest.StashKey()
 
 
 def pytest_unconfigure(config):

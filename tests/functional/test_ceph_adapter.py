@@ -19,9 +19,6 @@ def test_ceph_adapter_constants_match_the_bindings():
 # reader thread in librbd had it; then the image is used and closed.
 CLOSE_UNDER_IMAGE = r"""
 import logging, sys
-import subprocess
-import sys
-
 import rbd
 from cinder_ext.ceph import Cluster
 logging.basicConfig(level=logging.ERROR, stream=sys.stdout, format="%(message)s")

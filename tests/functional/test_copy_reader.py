@@ -3,8 +3,7 @@
 copy_volume_to_image reads the volume in a thread of its own; its caller closes the Ceph
 connection as soon as the call returns. A reader still inside librbd then (an OSD that
 stalls, Glance that fails meanwhile) would go on with a connection already shut down:
-a use after free that takes the whole process down later, anywhere (CI lost workers to
-aborts and segfaults inside librbd at random places).
+its next librbd call hangs for good or uses freed memory.
 """
 
 import os

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import types
 
-from tests import conftest
+from tests import conftest, crash_report
 
 
 def _scheduler():
@@ -65,7 +65,7 @@ def test_a_crashed_workers_own_thread_is_named_in_a_few_lines(tmp_path):
     (tmp_path / "test_crashing.py").write_text(CRASHING)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = {k: v for k, v in os.environ.items() if k not in ("GRC_TEST_CRASH_DIR", "PYTEST_XDIST_WORKER")}
+    env = {k: v for k, v in os.environ.items() if k not in (crash_report.ENV, "PYTEST_XDIST_WORKER")}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "tests.crash_report",
                            "-n", "1", "--max-worker-restart", "0", "-q", str(tmp_path)],
                           cwd=tmp_path, env=dict(env, PYTHONPATH=root), capture_output=True, text=True,
