@@ -14,7 +14,9 @@ what this feature needs of that user, and findings:
   enough, caps on pools that neither Glance nor Cinder uses (``--allow-pool``
   names the legitimate others, e.g. Nova's ``vms``);
 * cluster: clone v2 unavailable (``require_min_compat_client`` older than
-  mimic), a configured pool that does not exist, a store on another cluster.
+  mimic), a configured pool that does not exist, a store on another cluster;
+* tool: excess caps that look like a deployment tool's own (devstack-plugin-ceph,
+  OpenStack-Helm), with the ``ceph auth caps`` that fixes them.
 
 Exit status: 0 clean, 1 findings, 2 usage, configuration or connection error
 (one line on stderr). Keys are never read into the report: ``auth get`` answers
@@ -385,9 +387,39 @@ def analyse(entries, caps, cluster, allowed_pools=()):
                         "excess", entity, f"{service} '{g.text}': pool {g.pool} is used by neither "
                                           "Glance nor Cinder here (or pass --allow-pool "
                                           f"{g.pool})", g.pool))
+        if any(f["kind"] == "excess" and f["user"] == entity for f in findings):
+            hint = _deployment_tool_hint(entity, osd, mon, pools)
+            if hint:
+                findings.append(_finding("tool", entity, hint))
     needs = {u: {p: {"level": LEVEL_NAMES[lv], "why": w} for p, (lv, w) in ps.items()}
              for u, ps in by_user.items()}
     return needs, findings
+
+
+def _deployment_tool_hint(entity, osd, mon, pools):
+    """Which deployment tool likely granted these excess caps, and what to change; or None.
+
+    devstack-plugin-ceph gives every user it creates ``allow rwx`` on every pool it made,
+    after ``allow class-read object_prefix rbd_children``, with mon ``allow r``;
+    OpenStack-Helm's cinder chart (storage-init) grants ``profile rbd`` on no pool, and sets
+    it again (``ceph auth caps``) each time the job runs.
+    """
+    wanted = ", ".join(f"profile rbd{'' if level == WRITE else '-read-only'} pool={pool}"
+                       for pool, (level, _) in sorted(pools.items()))
+    fix = f"ceph auth caps {entity} mon 'profile rbd' osd '{wanted}'"
+    texts = [g.text for g in osd]
+    if ("allow class-read object_prefix rbd_children" in texts
+            and any(g.perms == {"r", "w", "x"} and g.pool for g in osd)
+            and [g.text for g in mon] == ["allow r"]):
+        return (f"{entity}'s caps look like devstack-plugin-ceph's (rwx on every pool it created, "
+                "for every user; mon 'allow r'): right for a throwaway devstack, not for a cloud. "
+                f"Outside devstack: {fix}")
+    if texts == ["profile rbd"] and [g.text for g in mon] == ["profile rbd"]:
+        return (f"{entity}'s caps look like OpenStack-Helm's (the cinder chart's storage-init job "
+                "grants osd 'profile rbd' on every pool and sets it again each time it runs): "
+                f"{fix}, then keep the job from resetting them (manage the user outside the "
+                "chart: manifests.job_storage_init: false once the pools exist)")
+    return None
 
 
 # -- reading the configs ---------------------------------------------------------------------

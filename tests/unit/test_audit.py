@@ -245,6 +245,72 @@ def test_missing_pool():
     assert "pool images of glance 'ceph' does not exist" in fs[0]["message"]
 
 
+# -- deployment tools' own caps ---------------------------------------------------------------
+
+# devstack-plugin-ceph (lib/cephadm build_caps): every user, every pool it created
+DEVSTACK_OSD = ("allow class-read object_prefix rbd_children, allow rwx pool=images, "
+                "allow rwx pool=volumes, allow rwx pool=vms, allow rwx pool=backups")
+DEVSTACK_CLUSTER = {"require_min_compat_client": "mimic",
+                    "pools": ["images", "volumes", "vms", "backups"]}
+
+
+def _tool_hints(fs):
+    return {f["user"]: f["message"] for f in fs if f["kind"] == "tool"}
+
+
+def _fix(hint, entity):
+    """The grants of the `ceph auth caps` a hint gives, as sets (order is Ceph's business)."""
+    import re
+    m = re.search(rf"ceph auth caps {entity} mon '([^']*)' osd '([^']*)'", hint)
+    assert m, hint
+    return {g.text for g in parse_caps(m.group(1))}, {g.text for g in parse_caps(m.group(2))}
+
+
+def _doc(osd):
+    return {g.text for g in parse_caps(DOC_MON)}, {g.text for g in parse_caps(osd)}
+
+
+def test_devstacks_caps_are_named_with_the_fix():
+    c = {u: {"mon": "allow r", "osd": DEVSTACK_OSD, "mgr": "allow rw"} for u in ("glance", "cinder")}
+    fs = findings(c, cluster=DEVSTACK_CLUSTER)
+    hints = _tool_hints(fs)
+    assert set(hints) == {"client.glance", "client.cinder"}
+    assert "devstack-plugin-ceph" in hints["client.glance"]
+    # the fix is exactly the documented caps (doc/source/install/ceph.rst)
+    assert _fix(hints["client.glance"], "client.glance") == _doc(DOC_GLANCE_OSD)
+    assert _fix(hints["client.cinder"], "client.cinder") == _doc(DOC_CINDER_OSD)
+    # the findings themselves are unchanged: excess on vms and backups, write on volumes
+    assert ("excess", "client.glance", "volumes") in kinds(fs)
+
+
+def test_helms_caps_are_named_with_the_fix():
+    fs = findings(caps(glance_osd="profile rbd", cinder_osd="profile rbd"))
+    hints = _tool_hints(fs)
+    assert set(hints) == {"client.glance", "client.cinder"}
+    assert "OpenStack-Helm" in hints["client.cinder"] and "storage-init" in hints["client.cinder"]
+    assert _fix(hints["client.cinder"], "client.cinder") == _doc(DOC_CINDER_OSD)
+    assert _fix(hints["client.glance"], "client.glance") == _doc(DOC_GLANCE_OSD)
+
+
+def test_no_tool_named_for_clean_or_other_caps():
+    assert _tool_hints(findings(caps())) == {}
+    # excess, but no tool's pattern: no guess
+    assert _tool_hints(findings(caps(cinder_osd="allow *"))) == {}
+    assert _tool_hints(findings(caps(glance_osd="profile rbd pool=images, profile rbd pool=volumes"))) == {}
+
+
+def test_a_tools_caps_without_excess_get_no_hint():
+    # devstack's grant pattern narrowed by hand to exactly the pools Cinder needs (and
+    # mon 'allow r'): nothing in excess, so no tool is named, whatever the pattern
+    c = {"cinder": {"mon": "allow r, allow command \"osd blocklist\"",
+                    "osd": "allow class-read object_prefix rbd_children, "
+                           "allow rwx pool=images, allow rwx pool=volumes"},
+         "glance": {"mon": "profile rbd", "osd": DOC_GLANCE_OSD}}
+    fs = findings(c)
+    assert not [f for f in fs if f["kind"] == "excess"], fs
+    assert _tool_hints(fs) == {}
+
+
 def test_one_user_for_both_sides_needs_the_union():
     both = [dict(GLANCE, user="openstack"), dict(CINDER, user="openstack")]
     c = {"openstack": {"mon": "profile rbd", "osd": DOC_CINDER_OSD}}
