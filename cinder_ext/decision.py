@@ -6,6 +6,7 @@ below, stable for logs, JSON results and tests.
 """
 
 import dataclasses
+import re
 
 from glance_store_ext.contract import ContractError, read_rbd_store, read_stores_detail
 
@@ -31,6 +32,15 @@ CLONE_FAILED = "clone-failed"
 REASONS = (OPTION_DISABLED, STORES_UNAVAILABLE, STORES_INVALID, STORE_NOT_FOUND, STORE_NOT_RBD,
            STORE_FSID_UNKNOWN, OTHER_CLUSTER, DISK_FORMAT, CONTAINER_FORMAT, VOLUME_ENCRYPTED,
            IMAGE_NOT_QUEUED, CLONE_CHAIN_TOO_DEEP, UPLOAD_SNAPSHOTS_AT_LIMIT, CLONE_FAILED)
+
+
+# how cinder_ext.glance words a 404 for the stores detail: what a single-store Glance
+# answers (upstream's and glance-info-api's "Multi backend is not supported at this site.")
+_DETAIL_NOT_FOUND = re.compile(r"^get stores detail: Glance answered 404\b")
+SINGLE_STORE_HINT = ("Glance runs single-store ([glance_store] default_store, no "
+                     "enabled_backends), which has no stores detail: every upload copies. Make it "
+                     "multi-store: [DEFAULT] enabled_backends = ceph:rbd, [glance_store] "
+                     "default_backend = ceph, the rbd_store_* options in [ceph]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +100,8 @@ def decide(enabled, stores_detail, volume, image, local_fsid, requested_store=No
     if not enabled:
         return Copy(OPTION_DISABLED, "enable_clone_optimization is off")
     if stores_detail is None:
+        if stores_error and _DETAIL_NOT_FOUND.match(stores_error):
+            return Copy(STORES_UNAVAILABLE, f"{stores_error}. {SINGLE_STORE_HINT}")
         return Copy(STORES_UNAVAILABLE, stores_error or "stores detail not fetched")
     # a tolerant reader: only what is read below is checked, unknown fields are ignored
     # (a field Glance adds to any store must not turn every upload into a copy)

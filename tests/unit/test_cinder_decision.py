@@ -72,6 +72,28 @@ def test_each_reason(kwargs, reason):
     assert result.reason in d.REASONS
 
 
+def test_single_store_glance_copies_saying_what_to_add():
+    # cinder_ext.glance's words for upstream's 404 on a single-store Glance
+    error = ("get stores detail: Glance answered 404: Multi backend is not supported at this "
+             "site.")
+    result = decide(error=error)
+    assert result.reason == d.STORES_UNAVAILABLE  # the stable reason, as for any failed fetch
+    assert result.detail.startswith(error)
+    assert "single-store" in result.detail and "enabled_backends = ceph:rbd" in result.detail
+    assert "default_backend" in result.detail
+
+
+@pytest.mark.parametrize("error", [
+    "get stores detail: Glance answered 403: forbidden",
+    "get stores detail: Glance answered 4040: odd",
+    "get image x: Glance answered 404: no such image",
+    "get stores detail: cannot reach Glance at http://glance (refused)",
+])
+def test_other_fetch_failures_get_no_single_store_hint(error):
+    result = decide(error=error)
+    assert result == d.Copy(d.STORES_UNAVAILABLE, error)
+
+
 def test_checks_run_in_order_option_first():
     # disabled wins over everything else wrong
     result = d.decide(False, None, d.Volume("v", encrypted=True), dict(IMAGE, disk_format="qcow2"), "x")
