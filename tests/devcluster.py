@@ -47,6 +47,8 @@ class DevCluster:
     cinder_user = property(lambda self: self.state["users"]["cinder"])
     # osd_client_watch_timeout: how long a killed lock holder keeps its lease
     watch_timeout = property(lambda self: self.state.get("watch_timeout", 30))
+    # the daemons' Ceph: "16" (the machine's), or "18"/"20" from a tree (--ceph, CEPH_RELEASE)
+    ceph_release = property(lambda self: self.state.get("ceph_release", "16"))
 
     def client(self, role):
         """conf and keyring paths for 'glance' or 'cinder'."""
@@ -55,7 +57,9 @@ class DevCluster:
     def admin(self, *args, timeout=60, check=True):
         """Run a ceph/rbd/rados command as client.admin; returns stdout."""
         tool, rest = args[0], args[1:]
-        return subprocess.run([tool, "--conf", self.conf, "--keyring", self.admin_keyring, *rest],
+        # a cluster of another Ceph release runs its tools inside its tree (tools/ceph-tree)
+        tree = ["chroot", self.state["tree"]] if self.state.get("tree") else []
+        return subprocess.run([*tree, tool, "--conf", self.conf, "--keyring", self.admin_keyring, *rest],
                               check=check, capture_output=True, text=True, timeout=timeout).stdout
 
     def rbd_ls(self, pool):

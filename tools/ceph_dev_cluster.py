@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A throwaway single-node Ceph cluster on loopback, for the demo, tests and benchmarks.
 
-    ceph-dev-cluster start DIR [--mon-port N] [--osds 1|3] [--osd-backend memstore|bluestore] [--osd-size 4G]
+    ceph-dev-cluster start DIR [--ceph 16|18|20] [--cephx-cipher aes|aes256k] [--mon-port N] [--osds 1|3] [--osd-backend memstore|bluestore] [--osd-size 4G]
     ceph-dev-cluster stop DIR
     ceph-dev-cluster status DIR
     ceph-dev-cluster env DIR
@@ -13,6 +13,13 @@ every pool replicated three times, min_size 2, as production pools are),
 cephx on, no mgr: RBD needs none. The pools and the two least-privilege users that this feature
 needs in production are created, and a ceph.conf + keyring per user written
 to DIR/clients/<user>/.
+
+--ceph (or CEPH_RELEASE) picks the Ceph release, daemons and tools: the machine's own
+(Debian 12: 16.2, from its packages) by default; another one (18: Debian 13's 18.2,
+20: Debian unstable's 20.2) runs from a Debian root tree that tools/ceph-tree builds
+once: every daemon and tool is started with chroot into it, DIR bind-mounted at the
+same path inside it (stop unmounts it). Run inside such a tree, the tree's own release
+is the machine's.
 
 Standard library only (and tools/peers/peerlib.py, which is too): it runs before any
 virtualenv exists.
@@ -33,6 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if os.path.join(HERE, "peers") not in sys.path:
     sys.path.insert(0, os.path.join(HERE, "peers"))
 from peerlib import free_port, port_free  # noqa: E402
+import ceph_tree  # noqa: E402  tools/ceph_tree.py
 
 PACKAGES = ("ceph-mon", "ceph-osd", "ceph-common", "python3-rados", "python3-rbd")
 STATE_FILE = "cluster.json"
@@ -42,6 +50,69 @@ MGR_GRACE = 10 * 365 * 24 * 3600  # seconds: "never"
 
 class ClusterError(Exception):
     """An error with a message fit for one line on stderr."""
+
+
+# -- the Ceph release: the machine's own, or a debootstrap tree's -----------
+
+def local_release():
+    """The Ceph major this machine (or the tree we run inside) has: its ceph-common's, else
+    what its Debian ships (12: 16, 13: 18)."""
+    try:
+        with open(os.path.join("/", ceph_tree.STAMP)) as f:
+            return str(json.load(f)["release"])
+    except (OSError, ValueError, KeyError):
+        pass
+    version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "ceph-common"], capture_output=True,
+                             text=True).stdout.strip()
+    match = re.match(r"(?:\d+:)?(\d+)\.", version)
+    if match:
+        return match.group(1)
+    try:
+        debian = open("/etc/debian_version").read().split(".")[0]
+    except OSError:
+        debian = ""
+    return {"12": "16", "13": "18"}.get(debian, "16")
+
+
+def tree_for(release):
+    """None when the machine runs this release itself, else the tree's path (built once)."""
+    if str(release) == local_release():
+        return None
+    try:
+        return ceph_tree.build(str(release), venv=False)
+    except ceph_tree.TreeError as exc:
+        raise ClusterError(f"--ceph {release}: {exc}")
+
+
+def mounted(path):
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == path for line in f)
+
+
+def tree_mounts(tree):
+    """/proc, /sys and /dev inside the tree (kept: every cluster of that tree uses them)."""
+    for src, opts in (("/proc", ["-t", "proc", "proc"]), ("/sys", ["--bind", "/sys"]),
+                      ("/dev", ["--rbind", "/dev"])):
+        target = tree + src
+        if not mounted(target):
+            run(["mount", *opts, target])
+
+
+def bind_into(tree, directory):
+    target = tree + directory
+    os.makedirs(target, exist_ok=True)
+    if not mounted(target):
+        run(["mount", "--bind", directory, target])
+
+
+def unbind(tree, directory):
+    target = tree + directory
+    if os.path.isdir(target) and mounted(target):
+        run(["umount", "-l", target], check=False)
+    try:
+        os.rmdir(target)
+    except OSError:
+        pass
 
 
 # -- caps: exactly what upload-by-clone needs, and nothing more ------------
@@ -118,6 +189,18 @@ class Cluster:
         self.admin_keyring = os.path.join(self.dir, "ceph.client.admin.keyring")
         self.run_dir = os.path.join(self.dir, "run")
         self.log_dir = os.path.join(self.dir, "log")
+        self.tree = None  # a debootstrap tree whose Ceph runs this cluster (chroot)
+        self.release = None
+        try:
+            with open(self.path(STATE_FILE)) as f:
+                state = json.load(f)
+            self.tree, self.release = state.get("tree"), state.get("ceph_release")
+        except (OSError, ValueError):
+            pass
+
+    def x(self, cmd):
+        """A Ceph command line as run on this cluster's release: chroot into its tree."""
+        return ["chroot", self.tree, *cmd] if self.tree else list(cmd)
 
     # -- state --
     def path(self, *parts):
@@ -131,16 +214,27 @@ class Cluster:
             raise ClusterError(f"no dev cluster in {self.dir} ({STATE_FILE} missing)")
 
     def ceph(self, *args, timeout=30, check=True):
-        return run(["ceph", "--conf", self.conf, "--keyring", self.admin_keyring,
-                    "--connect-timeout", "10", *args], timeout=timeout, check=check)
+        return run(self.x(["ceph", "--conf", self.conf, "--keyring", self.admin_keyring,
+                           "--connect-timeout", "10", *args]), timeout=timeout, check=check)
 
     # -- start --
-    def start(self, mon_port, backend, osd_size, pools, users, watch_timeout=30, osds=1):
+    def start(self, mon_port, backend, osd_size, pools, users, watch_timeout=30, osds=1, release=None,
+              cephx_cipher=None):
         if os.path.isdir(self.dir) and os.listdir(self.dir):
             raise ClusterError(f"directory not empty: {self.dir}")
         if mon_port and not port_free(mon_port):
             raise ClusterError(f"port {mon_port} on 127.0.0.1 is already in use")
-        ensure_packages()
+        self.release = str(release or local_release())
+        if cephx_cipher == "aes256k" and int(self.release) < 20:
+            raise ClusterError(f"--cephx-cipher aes256k: Ceph {self.release} knows aes only")
+        # Ceph 20 makes aes256k keys, which an older client cannot even parse (16.2: "error
+        # setting modifier ... Malformed input"), and its monitor allows no other cipher. aes:
+        # as a cluster upgraded from an older release has it, aes allowed, used for the
+        # service tickets and every key (the admin's, the cinder and glance users')
+        self.legacy_cephx = cephx_cipher == "aes" and int(self.release) >= 20
+        self.tree = tree_for(self.release)
+        if not self.tree:
+            ensure_packages()
         existed = os.path.isdir(self.dir)
         port = mon_port or free_port()
         fsid = str(uuid.uuid4())
@@ -149,9 +243,14 @@ class Cluster:
         state = {"dir": self.dir, "fsid": fsid, "mon_port": port, "mon_addr": f"127.0.0.1:{port}",
                  "osd_backend": backend, "osd_size": osd_size, "pools": pools, "users": users,
                  "conf": self.conf, "admin_keyring": self.admin_keyring, "clients": {},
-                 "watch_timeout": watch_timeout, "osds": osds}
-        self._write_conf(fsid, port, backend, osd_size, watch_timeout, osds)
+                 "watch_timeout": watch_timeout, "osds": osds, "ceph_release": self.release,
+                 "tree": self.tree, "cephx_cipher": cephx_cipher or ("aes256k" if int(self.release) >= 20 else "aes")}
         try:
+            if self.tree:
+                tree_mounts(self.tree)
+                bind_into(self.tree, self.dir)
+            self._write_conf(fsid, port, backend, osd_size, watch_timeout, osds)
+            state["ceph_version"] = run(self.x(["ceph", "--version"])).stdout.split()[2]
             self._start_mon(fsid, port)
             for _ in range(osds):
                 self._start_osd(backend)
@@ -188,6 +287,8 @@ class Cluster:
                           "bluestore cache autotune = false\nbluestore cache size = 268435456\n"
                           "osd memory target = 1073741824\n"),
         }[backend]
+        # Debian's Reef (and later) OSD finds its object classes (rbd, lock, ...) only when told
+        class_dir = "" if self.release == "16" else "osd class dir = /usr/lib/x86_64-linux-gnu/rados-classes\n"
         with open(self.conf, "w") as f:
             f.write(f"""[global]
 fsid = {fsid}
@@ -234,20 +335,24 @@ mon data avail crit = 0
 
 [osd]
 osd data = {self.dir}/osd/$cluster-$id
-{osd_store}""")
+{osd_store}{class_dir}""")
 
     def _start_mon(self, fsid, port):
         mon_keyring = self.path("mon", "keyring")
-        run(["ceph-authtool", "--create-keyring", mon_keyring, "--gen-key", "-n", "mon.",
-             "--cap", "mon", "allow *"])
-        run(["ceph-authtool", "--create-keyring", self.admin_keyring, "--gen-key", "-n", "client.admin",
-             "--cap", "mon", "allow *", "--cap", "osd", "allow *", "--cap", "mgr", "allow *"])
-        run(["ceph-authtool", mon_keyring, "--import-keyring", self.admin_keyring])
+        key_type = ["--key-type", "aes"] if getattr(self, "legacy_cephx", False) else []
+        ciphers = (["--auth-allowed-ciphers", "aes,aes256k", "--auth-service-cipher", "aes",
+                    "--auth-preferred-cipher", "aes"] if key_type else [])
+        run(self.x(["ceph-authtool", "--create-keyring", mon_keyring, "--gen-key", "-n", "mon.", *key_type,
+                    "--cap", "mon", "allow *"]))
+        run(self.x(["ceph-authtool", "--create-keyring", self.admin_keyring, "--gen-key", "-n", "client.admin",
+                    *key_type, "--cap", "mon", "allow *", "--cap", "osd", "allow *", "--cap", "mgr", "allow *"]))
+        run(self.x(["ceph-authtool", mon_keyring, "--import-keyring", self.admin_keyring]))
         monmap = self.path("mon", "monmap")
-        run(["monmaptool", "--create", "--addv", "a", f"[v2:127.0.0.1:{port}]", "--fsid", fsid, monmap])
-        run(["ceph-mon", "--conf", self.conf, "--mkfs", "-i", "a", "--monmap", monmap,
-             "--keyring", mon_keyring])
-        proc = run(["ceph-mon", "--conf", self.conf, "-i", "a"], check=False)
+        run(self.x(["monmaptool", "--create", "--addv", "a", f"[v2:127.0.0.1:{port}]", "--fsid", fsid,
+                    *ciphers, monmap]))
+        run(self.x(["ceph-mon", "--conf", self.conf, "--mkfs", "-i", "a", "--monmap", monmap,
+                    "--keyring", mon_keyring]))
+        proc = run(self.x(["ceph-mon", "--conf", self.conf, "-i", "a"]), check=False)
         if proc.returncode != 0:
             raise ClusterError(f"ceph-mon did not start on 127.0.0.1:{port}: {last_line(proc)}")
         self._wait(lambda: self.ceph("mon", "stat", check=False, timeout=15).returncode == 0,
@@ -263,11 +368,11 @@ osd data = {self.dir}/osd/$cluster-$id
         osd_id = self.ceph("osd", "new", osd_uuid).stdout.strip()
         osd_data = self.path("osd", f"ceph-{osd_id}")
         os.makedirs(osd_data)
-        run(["ceph-osd", "--conf", self.conf, "-i", osd_id, "--mkfs", "--mkkey", "--osd-uuid", osd_uuid, "--no-mon-config"],
-            timeout=120)
+        run(self.x(["ceph-osd", "--conf", self.conf, "-i", osd_id, "--mkfs", "--mkkey", "--osd-uuid", osd_uuid,
+                    "--no-mon-config"]), timeout=120)
         self.ceph("auth", "add", f"osd.{osd_id}", "osd", "allow *", "mon", "allow profile osd",
                   "mgr", "allow profile osd", "-i", os.path.join(osd_data, "keyring"))
-        run(["ceph-osd", "--conf", self.conf, "-i", osd_id], timeout=60)
+        run(self.x(["ceph-osd", "--conf", self.conf, "-i", osd_id]), timeout=60)
 
     def _create_pools(self, pools):
         for pool in (pools["images"], pools["volumes"]):
@@ -275,7 +380,7 @@ osd data = {self.dir}/osd/$cluster-$id
             self.ceph("osd", "pool", "application", "enable", pool, "rbd")
             # as an operator would: validates the pool once (librbd's first image create would
             # otherwise do it, a snapshot create and remove on the monitor, about 2 s)
-            run(["rbd", "--conf", self.conf, "--keyring", self.admin_keyring, "pool", "init", pool])
+            run(self.x(["rbd", "--conf", self.conf, "--keyring", self.admin_keyring, "pool", "init", pool]))
 
     def _create_users(self, pools, users, state):
         plan = {
@@ -304,10 +409,10 @@ osd data = {self.dir}/osd/$cluster-$id
             obj = self.path("run", "probe")
             with open(obj, "w") as f:
                 f.write("probe")
-            run(["rados", "--conf", self.conf, "--keyring", self.admin_keyring, "-p", pool,
-                 "put", "dev-cluster-probe", obj], timeout=READY_TIMEOUT)
-            run(["rados", "--conf", self.conf, "--keyring", self.admin_keyring, "-p", pool,
-                 "rm", "dev-cluster-probe"], timeout=30)
+            run(self.x(["rados", "--conf", self.conf, "--keyring", self.admin_keyring, "-p", pool,
+                        "put", "dev-cluster-probe", obj]), timeout=READY_TIMEOUT)
+            run(self.x(["rados", "--conf", self.conf, "--keyring", self.admin_keyring, "-p", pool,
+                        "rm", "dev-cluster-probe"]), timeout=30)
 
     def _wait(self, predicate, what, timeout=READY_TIMEOUT):
         deadline = time.monotonic() + timeout
@@ -366,6 +471,8 @@ osd data = {self.dir}/osd/$cluster-$id
         for name in os.listdir(self.run_dir) if os.path.isdir(self.run_dir) else ():
             if name.endswith(".pid"):
                 os.unlink(os.path.join(self.run_dir, name))
+        if self.tree:
+            unbind(self.tree, self.dir)
 
     def _pids_by_conf(self):
         found = []
@@ -392,6 +499,7 @@ osd data = {self.dir}/osd/$cluster-$id
             if proc.returncode == 0:
                 health = json.loads(proc.stdout).get("status")
         return {"dir": self.dir, "fsid": state["fsid"], "mon_addr": state["mon_addr"],
+                "ceph": state.get("ceph_version"), "tree": state.get("tree"),
                 "daemons": daemons, "health": health, "pools": state["pools"],
                 "users": {u: c["caps"] for u, c in state["clients"].items()}}
 
@@ -400,7 +508,8 @@ osd data = {self.dir}/osd/$cluster-$id
         lines = {"CEPH_DEV_DIR": self.dir, "CEPH_CONF": self.conf, "CEPH_KEYRING": self.admin_keyring,
                  "CEPH_FSID": state["fsid"], "CEPH_MON_ADDR": state["mon_addr"],
                  "CEPH_GLANCE_POOL": state["pools"]["images"], "CEPH_CINDER_POOL": state["pools"]["volumes"],
-                 "CEPH_GLANCE_USER": state["users"]["glance"], "CEPH_CINDER_USER": state["users"]["cinder"]}
+                 "CEPH_GLANCE_USER": state["users"]["glance"], "CEPH_CINDER_USER": state["users"]["cinder"],
+                 "CEPH_RELEASE": state.get("ceph_release") or "16", "CEPH_TREE": state.get("tree") or ""}
         for role in ("glance", "cinder"):
             client = state["clients"][state["users"][role]]
             lines[f"CEPH_{role.upper()}_CONF"] = client["conf"]
@@ -413,6 +522,13 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", metavar="{start,stop,status,env}")
     start = sub.add_parser("start", help="boot a new cluster in DIR (empty or absent)")
     start.add_argument("dir")
+    start.add_argument("--ceph", metavar="16|18|20", default=os.environ.get("CEPH_RELEASE") or None,
+                       help="Ceph release of the daemons and tools (default: $CEPH_RELEASE, else the "
+                            "machine's own); another than the machine's runs from tools/ceph-tree's tree")
+    start.add_argument("--cephx-cipher", choices=("aes", "aes256k"), default=os.environ.get("CEPH_CEPHX_CIPHER") or None,
+                       help="cephx keys and tickets: aes256k is Ceph 20's default, which older "
+                            "clients cannot use; aes lets a 16.2 or 18.2 client in (default: "
+                            "$CEPH_CEPHX_CIPHER, else the release's)")
     start.add_argument("--mon-port", type=int, default=0, help="monitor port (default: any free port)")
     start.add_argument("--osds", type=int, choices=(1, 3), default=1,
                        help="OSDs; with 3, pools keep 3 replicas (min_size 2) (default 1)")
@@ -448,6 +564,8 @@ def main(argv=None):
                 raise ClusterError(f"--mon-port: out of range: {args.mon_port}")
             if args.glance_pool == args.cinder_pool:
                 raise ClusterError("--glance-pool and --cinder-pool must differ")
+            if args.ceph and args.ceph not in ("16", "18", "20"):
+                raise ClusterError(f"--ceph: 16, 18 or 20, not {args.ceph}")
             if args.watch_timeout < 1:
                 raise ClusterError(f"--watch-timeout: at least 1 second, not {args.watch_timeout}")
             if args.glance_user == args.cinder_user:
@@ -456,8 +574,8 @@ def main(argv=None):
             state = cluster.start(args.mon_port, args.osd_backend, parse_size(args.osd_size),
                                   {"images": args.glance_pool, "volumes": args.cinder_pool},
                                   {"glance": args.glance_user, "cinder": args.cinder_user},
-                                  args.watch_timeout, args.osds)
-            print(f"ceph dev cluster {state['fsid']} ready on {state['mon_addr']} "
+                                  args.watch_timeout, args.osds, args.ceph, args.cephx_cipher)
+            print(f"ceph {state['ceph_version']} dev cluster {state['fsid']} ready on {state['mon_addr']} "
                   f"in {time.monotonic() - t0:.1f}s ({cluster.dir})")
         elif args.command == "stop":
             cluster.stop()
