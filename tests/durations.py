@@ -9,10 +9,12 @@
 
 Both come from the test reports, which xdist forwards to the controller: one table for
 the whole run, however many workers ran it. The contributor docs keep a copy
-(doc/source/contributor/durations.rst).
+(doc/source/contributor/durations.rst). The tables name the tier that ran (tools/test sets
+GRC_TEST_TIER: gate, full, or selection for tests named on the command line).
 """
 
 import collections
+import os
 import time
 
 import pytest
@@ -32,7 +34,8 @@ def pytest_fixture_setup(fixturedef, request):
 
 
 class Durations:
-    def __init__(self):
+    def __init__(self, tier=""):
+        self.tier = f" ({tier})" if tier else ""
         self.modules = collections.defaultdict(float)
         self.tests = collections.Counter()
         self.fixtures = collections.defaultdict(list)
@@ -51,7 +54,7 @@ class Durations:
 
     def pytest_terminal_summary(self, terminalreporter):
         tr = terminalreporter
-        tr.section("durations: per module (set-up and tear-down included)")
+        tr.section(f"durations{self.tier}: per module (set-up and tear-down included)")
         wall = time.monotonic() - self.started
         total = sum(self.modules.values())
         tr.write_line(f"{'seconds':>8}  {'share':>5}  {'tests':>5}  module")
@@ -60,7 +63,7 @@ class Durations:
         tr.write_line(f"{total:8.1f}  summed over modules; {wall:.1f} s of wall time "
                       f"({total / wall:.2f} modules at a time)")
         if self.fixtures:
-            tr.section("durations: fixtures that took over a second to set up")
+            tr.section(f"durations{self.tier}: fixtures that took over a second to set up")
             tr.write_line(f"{'seconds':>8}  {'times':>5}  fixture (scope)")
             for (name, scope), runs in sorted(self.fixtures.items(), key=lambda kv: -sum(kv[1])):
                 tr.write_line(f"{sum(runs):8.1f}  {len(runs):5d}  {name} ({scope})")
@@ -68,4 +71,6 @@ class Durations:
 
 def pytest_configure(config):
     if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
-        config.pluginmanager.register(Durations(), "durations-table")
+        tier = os.environ.get("GRC_TEST_TIER", "")
+        tier = {"gate": "the gate", "full": "the full tier", "selection": "the tests named"}.get(tier, tier)
+        config.pluginmanager.register(Durations(tier), "durations-table")

@@ -144,6 +144,7 @@ class Cloud:
         self.state = read_state(self.dir)
         self.env = env_vars(self.dir, self.state)  # what `tools/cloud env DIR` exports
         self._tokens = {}
+        self._ready = False  # wait_ready() before the first request that asks Cinder for work
 
     def volume_log_lines(self):
         """Every cinder-volume service's log lines (an active-active cloud has one log per
@@ -173,12 +174,14 @@ class Cloud:
     def set_clone(self, enabled):
         proc = subprocess.run([CLOUD, "clone", "on" if enabled else "off", self.dir],
                               capture_output=True, text=True)
+        self._ready = False  # cinder-volume restarted
         if proc.returncode != 0:
             raise FlowError(proc.stderr.strip())
 
     def set_driver(self, driver):
         """`ours` or `upstream` (cinder.volume.drivers.rbd.RBDDriver); restarts cinder-volume."""
         proc = subprocess.run([CLOUD, "driver", driver, self.dir], capture_output=True, text=True)
+        self._ready = False  # cinder-volume restarted
         if proc.returncode != 0:
             raise FlowError(proc.stderr.strip())
 
@@ -191,6 +194,8 @@ class Cloud:
 
     def openstack(self, *args, user="member", check=True, timeout=300):
         """`openstack ARGS -f json` as `user` (clouds.yaml); the parsed answer."""
+        if not self._ready:
+            self.wait_ready()
         cmd = ["openstack", *args]
         wants_json = not any(a in ("delete", "save", "set") for a in args[1:2]) and "-f" not in args
         if wants_json:
@@ -212,13 +217,13 @@ class Cloud:
         self._tokens[user] = (token, project, time.monotonic() + 1800)
         return token, project
 
-    def rest(self, service, path, user="member"):
+    def rest(self, service, path, user="member", version="3.0"):
         """GET a Cinder (`volume`) or Glance (`image`) path as `user`: (status, body)."""
         token, project = self.token(user)
         base = (f"{self.env['CLOUD_CINDER_URL']}/v3/{project}" if service == "volume"
                 else self.state["image_url"])
         req = urllib.request.Request(base + path, headers={"X-Auth-Token": token,
-                                                           "OpenStack-API-Version": "volume 3.0"})
+                                                           "OpenStack-API-Version": f"volume {version}"})
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
                 return resp.status, json.load(resp)
@@ -227,6 +232,8 @@ class Cloud:
 
     def post(self, service, path, body, user="member", method="POST"):
         """POST (or DELETE) to Cinder (`volume`) or Glance (`image`) as `user`: (status, body)."""
+        if not self._ready:
+            self.wait_ready()
         token, project = self.token(user)
         base = (f"{self.env['CLOUD_CINDER_URL']}/v3/{project}" if service == "volume"
                 else self.state["image_url"])
@@ -274,6 +281,35 @@ class Cloud:
             if time.monotonic() > deadline:
                 raise FlowError(f"{kind} {ident} still there ({status}) after {timeout}s")
             time.sleep(0.3)
+
+    def wait_ready(self, timeout=180):
+        """Until Cinder can place a volume: every cinder-volume service reported up
+        (`openstack volume service list`) and the scheduler holding its backend's
+        capabilities (its pool in `cinder get-pools --detail`). A cinder-volume is up from
+        its first heartbeat, but the scheduler learns its capabilities from a separate
+        message; a volume created before that goes `error` (No valid backend). The seconds
+        it took. Done once per Cloud, before its first request, and again after a restart
+        through it."""
+        self._ready = True  # rest() below must not wait for itself
+        t0, last = time.monotonic(), "no answer yet"
+        while True:
+            try:
+                code, body = self.rest("volume", "/os-services?binary=cinder-volume", user="admin", version="3.7")
+                up = [s for s in (body or {}).get("services", []) if s["state"] == "up"] if code == 200 else []
+                code, body = self.rest("volume", "/scheduler-stats/get_pools?detail=true", user="admin")
+                # a pool is named after its backend: the service's host, or its cluster's name
+                # in an active-active cluster (host@backend#pool)
+                have = {p["name"].split("#")[0] for p in (body or {}).get("pools", []) if code == 200
+                        and (p.get("capabilities") or {}).get("free_capacity_gb") is not None}
+                if up and (code in (403, 404) or all({s["host"], s.get("cluster")} & have for s in up)):
+                    return time.monotonic() - t0  # (403, 404: a policy without the pools: the services)
+                last = f"cinder-volume up: {sorted(s['host'] for s in up)}; pools the scheduler has: {sorted(have)}"
+            except (OSError, ValueError, KeyError) as e:
+                last = repr(e)
+            if time.monotonic() - t0 > timeout:
+                self._ready = False
+                raise FlowError(f"Cinder not ready to place a volume after {timeout}s: {last}")
+            time.sleep(1)
 
     def services(self):
         """Cinder's services as admin sees them (`openstack volume service list`)."""

@@ -10,9 +10,16 @@ cloud (session)
     `.method_of`, `.state` (ports, pgids, boot_seconds). Stopped at the end of the session,
     and the stop is checked: no process of the cloud, no port of it still listening.
     TEST_CLOUD_DIR=DIR uses a cloud you started with `tools/cloud start DIR` instead.
+
+A failed test prints what the cloud's services said (pytest_runtest_makereport below): the
+ERROR and WARNING lines of cinder-api, cinder-scheduler, cinder-volume, Glance and Keystone
+that mention an id its failure names (every ERROR line when none does), read while its
+cloud still runs: a module's cloud is removed after the module, with its logs.
 """
 
+import glob
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -26,6 +33,75 @@ import cloudlib as cloud_tool  # noqa: E402
 import demo_openstack  # noqa: E402
 
 CLOUD = os.path.join(ROOT, "tools", "cloud")
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+REQUEST = re.compile(r"req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+LEVEL = re.compile(r" (ERROR|WARNING|CRITICAL) |\[(ERROR|WARNING|CRITICAL|error|warning|critical)\]")
+# every service's log under a cloud's directory (tools/cloud.py): Cinder's (cinder-api, its
+# gunicorn, cinder-scheduler, each cinder-volume), Glance's, glance-info-api's, Keystone's
+SERVICE_LOGS = ("cinder/*.log", "cinder/*.out", "glance/**/*.log", "info-api/*.log", "keystone/**/*.log")
+PER_LOG = 30  # lines of each log at most: CI's log keeps the head and the tail of a long output
+
+
+def _cloud_dirs(item):
+    """The directories of the clouds a test ran on: its fixtures' values that are a Cloud
+    (cloud), a directory (active_active_cloud) or hold one (release_cloud's (series, Cloud))."""
+    out = []
+    for value in getattr(item, "funcargs", {}).values():
+        for v in (value if isinstance(value, tuple) else (value,)):
+            d = getattr(v, "dir", v)
+            if isinstance(d, str) and os.path.isfile(os.path.join(d, "cloud.json")) and d not in out:
+                out.append(d)
+    return out
+
+
+def services_said(directory, text):
+    """The ERROR and WARNING lines of the cloud's services that mention an id `text` names,
+    or a request id of a line that does (the scheduler's "No valid backend" names the
+    request, not the volume); every ERROR line when it names none, or when no line
+    mentions them. The last PER_LOG of each log, oldest first."""
+    ids = set(UUID.findall(text))
+    logs = {}
+    for pattern in SERVICE_LOGS:
+        for log in sorted(glob.glob(os.path.join(directory, pattern), recursive=True)):
+            try:
+                with open(log, errors="replace") as f:
+                    logs[os.path.relpath(log, directory)] = f.readlines()
+            except OSError:
+                continue
+    requests = {r for lines in logs.values() for line in lines if ids and any(i in line for i in ids)
+                for r in REQUEST.findall(line)}
+
+    def said(named):
+        out = []
+        for name, lines in logs.items():
+            found = [f"{name}: {line.rstrip()[:600]}" for line in lines if (level := LEVEL.search(line))
+                     and named(line, (level.group(1) or level.group(2)).upper())]
+            out += ([f"{name}: ... {len(found) - PER_LOG} earlier lines"] if len(found) > PER_LOG else []) + \
+                found[-PER_LOG:]
+        return out
+    out = said(lambda line, level: any(i in line for i in (*ids, *requests))) if ids else []
+    if out:
+        about = f"that mention {', '.join(sorted(ids))} or their requests"
+    else:
+        out = said(lambda line, level: level != "WARNING")
+        about = "(no line mentions an id the failure names: every ERROR)"
+    return "\n".join([f"the ERROR and WARNING lines of the services in {directory} {about}:", *out])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test in tests/cloud carries its clouds' service log lines in its report,
+    read now, before the module's clouds are stopped and removed."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed or call.when not in ("setup", "call"):
+        return
+    try:
+        for d in _cloud_dirs(item):
+            report.sections.append((f"cloud services' log lines ({os.path.basename(d)})",
+                                    services_said(d, str(report.longrepr))))
+    except Exception as e:  # the evidence must never hide the failure itself
+        report.sections.append(("cloud services' log lines", f"could not be read: {e!r}"))
 
 
 def processes_under(path):
