@@ -10,11 +10,11 @@ under a second; editing a recipe rebuilds that peer only. Test sessions run side
 by side: one builder at a time ($PEERS_DIR/.lock), the others wait. To add a
 peer: add its recipe to RECIPES.
 
-Each recipe: Debian packages (`apt`), pip steps in a fresh venv on Debian's Python
-3.11 (`pip`; a NAME.constraints file pins the first step), a directory of this
-checkout installed as a copy (`local`), Debian's rados/rbd bindings linked in
-(`ceph`), and what must hold afterwards (`imports` run in the venv, `commands` in
-its bin/).
+Each recipe: Debian packages (`apt`), pip steps in a fresh venv on Debian's default
+Python, the one its rados/rbd bindings are built for (`pip`; a NAME.constraints file
+pins the first step), a directory of this checkout installed as a copy (`local`),
+Debian's rados/rbd bindings linked in (`ceph`), and what must hold afterwards
+(`imports` run in the venv, `commands` in its bin/).
 """
 
 import argparse
@@ -30,7 +30,10 @@ import time
 import releases
 from peerlib import HERE, PEERS_DIR, ROOT, PeerError, apt_install, apt_missing, run_main
 
-PYTHON = "/usr/bin/python3.11"
+# Debian's default interpreter (3.11 on Debian 12, 3.13 on Debian 13): python3-rados and
+# python3-rbd are built for it, their files named after its EXT_SUFFIX
+PYTHON = "/usr/bin/python3"
+DIST_PACKAGES = "/usr/lib/python3/dist-packages"
 LOCK_TIMEOUT = 1800
 PIP_NOISE = ("is ignored", "WARNING: There was an error checking the latest version")
 
@@ -180,15 +183,40 @@ def pip(venv, *args, log):
             log(line)
 
 
+def debian_python():
+    """(path, EXT_SUFFIX, version) of Debian's default interpreter, the real file behind
+    /usr/bin/python3 (/usr/bin/python3.11 on Debian 12); PeerError if it does not run."""
+    proc = subprocess.run([PYTHON, "-c", "import os, sys, sysconfig; print(os.path.realpath(sys.executable), "
+                           "sysconfig.get_config_var('EXT_SUFFIX'), sys.version.split()[0])"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise PeerError(f"{PYTHON} does not run: {proc.stderr.strip()[-200:]}")
+    return tuple(proc.stdout.split())
+
+
+def ceph_bindings(suffix):
+    """Debian's rados and rbd bindings for the interpreter whose EXT_SUFFIX is `suffix`."""
+    found = [os.path.join(DIST_PACKAGES, mod + suffix) for mod in ("rados", "rbd")]
+    absent = [so for so in found if not os.path.exists(so)]
+    if absent:
+        have = sorted(f for f in os.listdir(DIST_PACKAGES) if f.startswith(("rados.", "rbd.")))
+        raise PeerError(f"no {' '.join(absent)} (python3-rados/python3-rbd have: {' '.join(have) or 'nothing'})")
+    return found
+
+
 def build(name, log):
     recipe, venv = RECIPES[name], os.path.join(PEERS_DIR, name)
-    missing = apt_missing(recipe["apt"] + ([] if os.access(PYTHON, os.X_OK) else ["python3.11"]))
+    missing = apt_missing(recipe["apt"] + ([] if os.access(PYTHON, os.X_OK) else ["python3"]))
     if missing:
         _say(log, f"installing {' '.join(missing)}")
         apt_install(missing)
+    python, suffix, version = debian_python()
+    bindings = ceph_bindings(suffix) if recipe.get("ceph") else []
+    _say(log, f"{name} on {python} (Python {version})"
+         + (f" with Debian's {' and '.join(os.path.basename(so) for so in bindings)}" if bindings else ""))
     shutil.rmtree(venv, ignore_errors=True)
-    if subprocess.run([PYTHON, "-m", "venv", venv], capture_output=True).returncode != 0:
-        raise PeerError(f"cannot create a venv at {venv} with {PYTHON}")
+    if subprocess.run([python, "-m", "venv", venv], capture_output=True).returncode != 0:
+        raise PeerError(f"cannot create a venv at {venv} with {python}")
     pip(venv, "--upgrade", "pip", log=log)
     for i, step in enumerate(recipe["pip"]):
         pins = constraints_file(name) if i == 0 else None
@@ -203,9 +231,8 @@ def build(name, log):
     if recipe.get("ceph"):  # Debian's rados/rbd bindings, and only those, from dist-packages
         links = os.path.join(venv, "ceph-bindings")
         os.makedirs(links, exist_ok=True)
-        for so in os.listdir("/usr/lib/python3/dist-packages"):
-            if so.startswith(("rados.cpython-311-", "rbd.cpython-311-")) and so.endswith("-linux-gnu.so"):
-                os.symlink(os.path.join("/usr/lib/python3/dist-packages", so), os.path.join(links, so))
+        for so in bindings:
+            os.symlink(so, os.path.join(links, os.path.basename(so)))
         site = subprocess.run([os.path.join(venv, "bin", "python"), "-c",
                                "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                               capture_output=True, text=True, check=True).stdout.strip()
