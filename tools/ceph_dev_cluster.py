@@ -90,12 +90,11 @@ def mounted(path):
 
 
 def tree_mounts(tree):
-    """/proc, /sys and /dev inside the tree (kept: every cluster of that tree uses them)."""
-    for src, opts in (("/proc", ["-t", "proc", "proc"]), ("/sys", ["--bind", "/sys"]),
-                      ("/dev", ["--rbind", "/dev"])):
-        target = tree + src
-        if not mounted(target):
-            run(["mount", *opts, target])
+    """/proc inside the tree (kept: every cluster of that tree uses it). /dev stays the
+    tree's own (debootstrap made its nodes): nothing of the machine's is bound in for
+    good, so an `rm -r` of a tree can never reach through a mount into the machine."""
+    if not mounted(tree + "/proc"):
+        run(["mount", "-t", "proc", "proc", tree + "/proc"])
 
 
 def bind_into(tree, directory):
@@ -548,6 +547,8 @@ def main(argv=None):
         sub.add_parser(name, help=text).add_argument("dir")
 
     def usage_error(message):
+        # one message on every Python: 3.11 prints a rejected number bare (repr), 3.12+ quoted
+        message = re.sub(r"invalid choice: '(\d+)'", r"invalid choice: \1", message)
         sys.stderr.write(f"ceph-dev-cluster: {message}\n")
         sys.exit(2)
     parser.error = usage_error

@@ -76,12 +76,14 @@ finally:
 """
 
 
-def upload(release, data_mib=DATA_MIB):
+def upload(release, client=None, data_mib=DATA_MIB):
     """The demo's upload path on a cluster of that release (run with the project's .venv:
     python tools/ceph_tree_matrix.py upload R): upstream Glance 33 and glance-info-api on
     this machine (Python 3.11, Ceph 16.2 client), the cinder-rbd-clone CLI of the client
     release, inside the tree; one volume of real data uploaded by clone, then by copy, each
-    image's bytes read back through Glance. Prints one JSON line."""
+    image's bytes read back through Glance. client: the CLI's release when it is not the
+    cluster's (a mixed cell: CLI and its librbd of one release, daemons of another).
+    Prints one JSON line."""
     import demo  # tools/demo.py: its Glance set-up, volume and read-back, as the demo runs them
     from tests.devcluster import DevCluster
     work = tempfile.mkdtemp(prefix=f"matrix-upload-{release}-")
@@ -93,13 +95,17 @@ def upload(release, data_mib=DATA_MIB):
     if int(release) >= 20:
         args += ["--cephx-cipher", "aes"]
     cluster = DevCluster.start(os.path.join(work, "ceph"), *args)
-    tree = cluster.state.get("tree")
+    client = client or release
+    tree = None if client == ceph_dev_cluster.local_release() else ceph_tree.tree_path(client)
     stoppers = [cluster.stop]
-    out = {"release": release, "version": cluster.state.get("ceph_version")}
+    out = {"release": release, "version": cluster.state.get("ceph_version"), "client": client}
     try:
         if tree:
-            ceph_dev_cluster.bind_into(tree, work)
-            stoppers.insert(0, lambda: ceph_dev_cluster.unbind(tree, work))
+            ceph_dev_cluster.tree_mounts(tree)
+            for path in (ROOT, work):
+                if not ceph_dev_cluster.mounted(tree + path):
+                    ceph_dev_cluster.bind_into(tree, path)
+                    stoppers.insert(0, lambda path=path: ceph_dev_cluster.unbind(tree, path))
         import contextlib
         import io
         with contextlib.redirect_stdout(io.StringIO()):
@@ -134,6 +140,42 @@ def upload(release, data_mib=DATA_MIB):
         subprocess.run(["rm", "-rf", work])
     print(json.dumps(out))
     return out
+
+
+def mixed_row(release, client):
+    """A mixed cell: a cluster of `release`, the cinder-rbd-clone CLI and its librbd of
+    `client` (its tree), Glance 33 on this machine: the demo's upload by clone and by copy."""
+    r = {"ceph": f"{release}/{client}", "version": "-", "setup": 0.0, "start": 0.0, "passed": 0, "failed": 0,
+         "skipped": 0, "clone": None, "copy": None, "up_clone": None, "up_copy": None, "python": "-", "note": ""}
+    t0 = time.monotonic()
+    try:
+        for rel in {release, client} - {ceph_dev_cluster.local_release()}:
+            ceph_tree.build(rel)
+    except ceph_tree.TreeError as exc:
+        r["note"] = f"no tree: {str(exc).splitlines()[0]}"
+        return r
+    r["setup"] = time.monotonic() - t0
+    _upload_into(r, release, client)
+    return r
+
+
+def _upload_into(r, release, client=None):
+    proc = subprocess.run([HOST_PYTHON, os.path.abspath(__file__), "upload", release, *([client] if client else [])],
+                          capture_output=True, text=True, cwd=ROOT, timeout=1800)
+    name = f"ceph-{release}" + (f"-client{client}" if client else "")
+    os.makedirs(LOGS, exist_ok=True)
+    with open(os.path.join(LOGS, f"{name}-upload.log"), "w") as f:
+        f.write(proc.stdout + proc.stderr)
+    try:
+        up = json.loads(proc.stdout.strip().splitlines()[-1])
+        r.update(up_clone=up["clone"], up_copy=up["copy"], version=up["version"])
+        ok = up["clone_method"] == "clone" and up["clone_bytes_equal"] and up["copy_bytes_equal"]
+        r["passed" if ok else "failed"] += 1
+        if not ok:
+            r["note"] += f" upload: {up}"
+    except (ValueError, IndexError, KeyError):
+        r["failed"] += 1
+        r["note"] += f" upload failed: {(proc.stderr.strip().splitlines() or ['?'])[-1][:200]}"
 
 
 def in_tree(tree, argv, env):
@@ -172,6 +214,14 @@ def row(release, pytest_args=()):
         ceph_dev_cluster.tree_mounts(tree)
         ceph_dev_cluster.bind_into(tree, ROOT)  # the project's code, the logs, the JUnit file
     r["setup"] = time.monotonic() - t0
+    try:
+        return _row(r, release, tree, pytest_args)
+    finally:
+        if tree:
+            ceph_dev_cluster.unbind(tree, ROOT)
+
+
+def _row(r, release, tree, pytest_args):
     python = os.path.join(ceph_tree.VENV, "bin", "python") if tree else HOST_PYTHON
 
     # 1. boot a cluster of that release and time clone against copy on it
@@ -235,17 +285,7 @@ def row(release, pytest_args=()):
         r["note"] += f" {os.path.relpath(log, ROOT)}"
 
     # 3. the demo's upload path: cinder-rbd-clone (inside the tree) with Glance 33
-    proc = subprocess.run([HOST_PYTHON, os.path.abspath(__file__), "upload", release], capture_output=True,
-                          text=True, cwd=ROOT, timeout=1800)
-    with open(os.path.join(LOGS, f"ceph-{release}-upload.log"), "w") as f:
-        f.write(proc.stdout + proc.stderr)
-    try:
-        up = json.loads(proc.stdout.strip().splitlines()[-1])
-        r.update(up_clone=up["clone"], up_copy=up["copy"])
-        if up["clone_method"] != "clone" or not (up["clone_bytes_equal"] and up["copy_bytes_equal"]):
-            r["note"] += f" upload: {up}"
-    except (ValueError, IndexError, KeyError):
-        r["note"] += f" upload failed: {(proc.stderr.strip().splitlines() or ['?'])[-1][:200]}"
+    _upload_into(r, release)
     with open(os.path.join(LOGS, f"ceph-{release}.json"), "w") as f:
         json.dump(r, f, indent=2)
     return r
@@ -255,15 +295,16 @@ FMT = "{:<5} {:<8} {:>8} {:>7} {:>6} {:>6} {:>7} {:>7} {:>10} {:>9}  {:<7} {}"
 
 
 def main(wanted, pytest_args=()):
-    unknown = [w for w in wanted if w not in RELEASES]
+    unknown = [w for w in wanted if any(part not in RELEASES for part in w.split("/", 1))]
     if unknown:
-        print(f"usage: tools/matrix --ceph [{'|'.join(RELEASES)} ...] [-- PYTEST_ARGS]", file=sys.stderr)
+        print(f"usage: tools/matrix --ceph [R|R/CLIENT ...] [-- PYTEST_ARGS]; R: {' '.join(RELEASES)} "
+              "(R/CLIENT: a cluster of R, the CLI of CLIENT: the upload only)", file=sys.stderr)
         return 2
     print(FMT.format("ceph", "version", "set-up s", "start s", "passed", "failed", "clone s", "copy s",
                      "rbd clone s", "rbd copy s", "python", "").rstrip(), flush=True)
     rows = []
     for release in wanted or RELEASES:
-        r = row(release, pytest_args)
+        r = mixed_row(*release.split("/")) if "/" in release else row(release, pytest_args)
         rows.append(r)
         fmt_s = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
         print(FMT.format(r["ceph"], r["version"], f"{r['setup']:.1f}", f"{r['start']:.1f}", r["passed"],
@@ -278,4 +319,4 @@ def main(wanted, pytest_args=()):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["upload"]:
         sys.path.insert(0, ROOT)
-        upload(sys.argv[2])
+        upload(sys.argv[2], *sys.argv[3:4])
