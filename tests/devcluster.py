@@ -50,6 +50,16 @@ class DevCluster:
     # the daemons' Ceph: "16" (the machine's), or "18"/"20" from a tree (--ceph, CEPH_RELEASE)
     ceph_release = property(lambda self: self.state.get("ceph_release", "16"))
 
+    @property
+    def tool_prefix(self):
+        """How to run ceph/rbd/rados on this cluster: this machine's own tools, paths as the
+        test has them, unless the cluster is of another release (tools/ceph-tree) whose keys
+        they cannot read (Ceph 20's aes256k): then the tree's, by chroot (paths outside the
+        cluster's directory are not seen there)."""
+        if self.state.get("tree") and self.state.get("cephx_cipher") == "aes256k":
+            return ["chroot", self.state["tree"]]
+        return []
+
     def client(self, role):
         """conf and keyring paths for 'glance' or 'cinder'."""
         return self.state["clients"][self.state["users"][role]]
@@ -57,9 +67,7 @@ class DevCluster:
     def admin(self, *args, timeout=60, check=True):
         """Run a ceph/rbd/rados command as client.admin; returns stdout."""
         tool, rest = args[0], args[1:]
-        # a cluster of another Ceph release runs its tools inside its tree (tools/ceph-tree)
-        tree = ["chroot", self.state["tree"]] if self.state.get("tree") else []
-        return subprocess.run([*tree, tool, "--conf", self.conf, "--keyring", self.admin_keyring, *rest],
+        return subprocess.run([*self.tool_prefix, tool, "--conf", self.conf, "--keyring", self.admin_keyring, *rest],
                               check=check, capture_output=True, text=True, timeout=timeout).stdout
 
     def rbd_ls(self, pool):

@@ -91,8 +91,8 @@ def mounted(path):
 
 def tree_mounts(tree):
     """/proc inside the tree (kept: every cluster of that tree uses it). /dev stays the
-    tree's own (debootstrap made its nodes): nothing of the machine's is bound in for
-    good, so an `rm -r` of a tree can never reach through a mount into the machine."""
+    tree's own (debootstrap made its nodes): once its clusters stop, nothing of the
+    machine's stays bound into a tree, for an `rm -r` of it to reach through."""
     if not mounted(tree + "/proc"):
         run(["mount", "-t", "proc", "proc", tree + "/proc"])
 

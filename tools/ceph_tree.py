@@ -15,8 +15,14 @@ Debian's rados and rbd import) gets the project's runtime dependencies (from
 packaging/*/pyproject.toml) and test-requirements.txt; the project's own code runs
 from the repository, bind-mounted at its path (PYTHONPATH). It is built in a
 scratch directory next to its final place and renamed once complete, then
-stamped: a second run finds the stamp and does nothing. Idempotent, from
-nothing, one command. Trees live under the repository's ignored .work/ceph-trees/
+stamped: a second run finds the stamp and does nothing (the venv is refreshed
+when the requirements change). Idempotent, from nothing, one command
+(debootstrap itself is apt-installed when missing); a build stopped after
+debootstrap resumes there; one builder per tree at a time (flock). apt runs
+with the tree's /proc mounted (cryptsetup-bin's maintainer script needs it) and
+Acquire::Check-Valid-Until off (the mirror here serves frozen snapshots whose
+Release files are past their Valid-Until); the machine's own CAs
+(/usr/local/share/ca-certificates) are added to the tree's, for pip. Trees live under the repository's ignored .work/ceph-trees/
 (CEPH_TREE_ROOT overrides). The dev cluster (tools/ceph-dev-cluster --ceph 18)
 runs its daemons and tools with chroot into the tree.
 
@@ -119,6 +125,7 @@ def project_requirements():
 def ensure_debootstrap(log_file):
     if shutil.which("debootstrap"):
         return
+    sh(["apt-get", "update", "-qq"], log_file)
     sh(["apt-get", "install", "-y", "-qq", "debootstrap"], log_file)
 
 

@@ -26,9 +26,8 @@ MiB = 1 << 20
 
 
 def refused(cluster, *args):
-    """True when the rbd tool (the cluster's release) refuses the command."""
-    tree = ["chroot", cluster.state["tree"]] if cluster.state.get("tree") else []
-    return subprocess.run([*tree, "rbd", "--conf", cluster.conf, "--keyring", cluster.admin_keyring, *args],
+    """True when the rbd tool refuses the command."""
+    return subprocess.run([*cluster.tool_prefix, "rbd", "--conf", cluster.conf, "--keyring", cluster.admin_keyring, *args],
                           capture_output=True, timeout=60).returncode != 0
 
 
