@@ -34,13 +34,18 @@ REASONS = (OPTION_DISABLED, STORES_UNAVAILABLE, STORES_INVALID, STORE_NOT_FOUND,
            IMAGE_NOT_QUEUED, CLONE_CHAIN_TOO_DEEP, UPLOAD_SNAPSHOTS_AT_LIMIT, CLONE_FAILED)
 
 
-# how cinder_ext.glance words a 404 for the stores detail: what a single-store Glance
-# answers (upstream's and glance-info-api's "Multi backend is not supported at this site.")
+# how cinder_ext.glance words a 404 for the stores detail: what upstream Glance answers
+# when it runs single-store ("Multi backend is not supported at this site."); glance-info-api
+# reports a single-store Glance's one store (id "rbd", the default), so a 404 means the
+# detail did not reach it
 _DETAIL_NOT_FOUND = re.compile(r"^get stores detail: Glance answered 404\b")
 SINGLE_STORE_HINT = ("Glance runs single-store ([glance_store] default_store, no "
-                     "enabled_backends), which has no stores detail: every upload copies. Make it "
-                     "multi-store: [DEFAULT] enabled_backends = ceph:rbd, [glance_store] "
-                     "default_backend = ceph, the rbd_store_* options in [ceph]")
+                     "enabled_backends), for which upstream Glance has no stores detail: every "
+                     "upload copies. Run glance-info-api beside Glance (it reports the single "
+                     "store as 'rbd', the default) and route Glance's /v2/info/stores and "
+                     "/v2/info/stores/detail to it; or make Glance multi-store: "
+                     "[DEFAULT] enabled_backends = ceph:rbd, "
+                     "[glance_store] default_backend = ceph, the rbd_store_* options in [ceph]")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -55,6 +55,7 @@ FULL_TIER = {
     "tests/cloud/test_concurrency.py": "cinder-volume's responsiveness under 8 uploads: a load measurement",
     "tests/cloud/test_purge.py": "the periodic purge alone (the gate's release cell waits on it too)",
     "tests/cloud/test_clone_delete.py": "upstream's driver, then ours: two cinder-volume restarts",
+    "tests/cloud/test_single_store.py": "a single-store Glance: a cloud of its own (--single-store)",
     "tests/cloud/test_releases.py::test_the_cloud_runs_that_series_services[2026.1]":
         "the second release cloud (the gate boots 2025.1's)",
     "tests/cloud/test_releases.py::test_cinder_conf_has_the_glance_options_of_that_release[2026.1]":

@@ -2,7 +2,7 @@
 """A real storage cloud on this machine, everything under one directory, loopback only.
 
     tools/cloud start DIR [--timeout S] [--osds 1|3] [--volume-services N] [--release SERIES]
-                          [--without-info-api]
+                          [--without-info-api] [--single-store]
                                           boot it (DIR empty or absent); prints DIR/cloud.json's path
     tools/cloud status DIR                each component: up or down (JSON); exit 1 if one is down
     tools/cloud env DIR                   shell exports: OS_CLIENT_CONFIG_FILE, OS_CLOUD=member, PATH, CEPH_*
@@ -36,7 +36,11 @@ builds every virtualenv it needs first (tools/setup-venv, setup-peers, setup-cin
     DIR/frontdoor  the image endpoint: /v2/info/stores and /v2/info/stores/detail to our
                    service, every other path to Glance (tools/front_door.py). With
                    --without-info-api neither runs: the image endpoint is Glance itself, whose
-                   own stores detail (Glance 30 to 33) has pool and fsid but no `user`
+                   own stores detail (Glance 30 to 33) has pool and fsid but no `user`.
+                   With --single-store, Glance runs single-store as devstack-plugin-ceph writes
+                   it (no enabled_backends; [glance_store] stores = file, http, rbd,
+                   default_store = rbd and the rbd_store_* options): upstream answers the
+                   stores paths 404, glance-info-api reports the store as `rbd`
     DIR/cinder     Cinder: cinder-api (gunicorn), cinder-scheduler, cinder-volume, over
                    RabbitMQ and MariaDB; backend `ceph` with cinder_ext.driver.RBDCloneUploadDriver,
                    enable_clone_optimization = true, rbd_user cinder; [glance], [service_user]
@@ -77,6 +81,7 @@ import releases  # noqa: E402  tools/peers/releases.py (cloudlib put tools/peers
 from cloudlib import (HERE, PURGE_INTERVAL, ROOT, STATE, VENVS, CloudError, last_line, last_lines, password_token,
                       port_open, wait_for, write_ini, write_private)
 import keystone_peer as ksp  # noqa: E402  tools/peers/keystone_peer.py: Keystone's own set-up
+import glance_peer  # noqa: E402  tools/peers/glance_peer.py: the dev cluster's Glance user and pool
 from peerlib import PeerError, apt_install, apt_missing, free_port, group_members, stop_group  # noqa: E402
 
 RABBIT_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
@@ -121,7 +126,8 @@ class Services:
         return proc
 
     # start ----------------------------------------------------------------------------------
-    def start(self, timeout, osds=1, volume_services=1, release=releases.NEWEST, info_api=True):
+    def start(self, timeout, osds=1, volume_services=1, release=releases.NEWEST, info_api=True,
+              single_store=False):
         d = self.dir
         if os.path.exists(d) and (not os.path.isdir(d) or os.listdir(d)):
             raise CloudError(f"{d} is not an empty directory")
@@ -142,7 +148,7 @@ class Services:
                       "passwords": {k: secrets.token_hex(12) for k in ("keystone", "glance", "cinder",
                                                                         "rabbit")},
                       "osds": osds, "volume_services": volume_services, "release": release,
-                      "info_api": info_api}
+                      "info_api": info_api, "single_store": single_store}
         self.save()
         t0 = time.monotonic()
         try:
@@ -309,6 +315,7 @@ class Services:
                                "--set", "DEFAULT.debug=false",
                                "--set", f"oslo_concurrency.lock_path={self.path('glance', 'locks')}",
                                "--set", "DEFAULT.do_secure_hash=true",
+                               *self._single_store_settings(),
                                "--timeout", str(timeout), "--release", self.release],
                               capture_output=True, text=True, env=self.env(), cwd=self.dir, timeout=timeout + 120)
         if proc.returncode != 0:
@@ -317,6 +324,21 @@ class Services:
             self.state["pgids"]["glance"] = json.load(f)["pid"]
         self.state["glance_url"] = f"http://127.0.0.1:{port}"
         self.save()
+
+    def _single_store_settings(self):
+        """glance-peer --set items that make Glance single-store (--single-store), as
+        devstack-plugin-ceph writes it: no enabled_backends, the store in [glance_store]
+        (the peer's multi-store sections stay, unread by a single-store Glance)."""
+        if not self.state.get("single_store"):
+            return []
+        ceph = glance_peer.cluster_info(self.path("ceph"))
+        g = self.path("glance")
+        items = {"DEFAULT.enabled_backends": "", "DEFAULT.node_staging_uri": f"file://{g}/staging",
+                 "glance_store.stores": "file, http, rbd", "glance_store.default_store": "rbd",
+                 "glance_store.filesystem_store_datadir": os.path.join(g, "images"),
+                 "glance_store.rbd_store_pool": ceph["pool"], "glance_store.rbd_store_user": ceph["user"],
+                 "glance_store.rbd_store_ceph_conf": ceph["conf"], "glance_store.rbd_store_chunk_size": "8"}
+        return [a for k, v in items.items() for a in ("--set", f"{k}={v}")]
 
     def _info_api(self, timeout):
         i, port = self.path("info-api"), self.state["ports"]["info_api"]
@@ -725,6 +747,9 @@ def main(argv=None):
                    help=f"the OpenStack series of Keystone, Glance and Cinder (default {releases.NEWEST})")
     s.add_argument("--without-info-api", dest="info_api", action="store_false",
                    help="no glance-info-api: the catalog's image endpoint is Glance itself")
+    s.add_argument("--single-store", action="store_true",
+                   help="Glance single-store ([glance_store] default_store = rbd, no enabled_backends), "
+                        "as devstack-plugin-ceph writes it; glance-info-api reports its store")
     for name in ("stop", "status", "env"):
         sub.add_parser(name).add_argument("dir")
     t = sub.add_parser("tempest", help="Tempest + cinder-tempest-plugin against the cloud (cloud_tempest.py)")
@@ -758,7 +783,7 @@ def main(argv=None):
     try:
         if args.command == "start":
             st = cloud.start(args.timeout, osds=args.osds, volume_services=args.volume_services,
-                             release=args.release, info_api=args.info_api)
+                             release=args.release, info_api=args.info_api, single_store=args.single_store)
             print(f"cloud ready in {st['boot_seconds']} s: {cloud.path(STATE)}")
             print(f"  eval \"$(tools/cloud env {cloud.dir})\"; openstack volume list", file=sys.stderr)
         elif args.command == "stop":

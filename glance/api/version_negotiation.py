@@ -10,6 +10,7 @@ import logging
 import webob.dec
 
 from glance.api import versions
+from glance.common import single_store
 
 LOG = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ def allowed_versions(conf):
     if conf.image_cache_dir:
         names += ["v2.14", "v2.16", "v2.18"]
     names.append("v2.15")
-    if conf.enabled_backends:
+    if single_store.glance_is_multi_store(conf):
         names += ["v2.8", "v2.10", "v2.11", "v2.12", "v2.13"]
     names.append("v2.17")
     return frozenset(names)

@@ -2,7 +2,8 @@
 
 keystoneauth and openstacksdk discover the image API version from it before
 any call, so it lists exactly what Glance 33 lists for the same config: the
-list depends on image_cache_dir and enabled_backends.
+list depends on image_cache_dir and enabled_backends (Glance's own: a single-store file,
+whose store glance-info-api reports, lists what a single-store Glance lists).
 """
 
 import http.client
@@ -11,6 +12,8 @@ import urllib.parse
 from oslo_serialization import jsonutils
 import webob
 import webob.dec
+
+from glance.common import single_store
 
 # (version, status) in upstream's order, per branch of its Controller.index
 _CACHE = [("2.18", "CURRENT"), ("2.17", "SUPPORTED"), ("2.16", "SUPPORTED"),
@@ -26,7 +29,7 @@ _ALWAYS = [(f"2.{minor}", "SUPPORTED") for minor in range(7, -1, -1)]
 def listed_versions(conf):
     """The (version, status) pairs Glance 33 lists for this config, in its order."""
     versions = list(_CACHE if conf.image_cache_dir else _NO_CACHE)
-    versions += _MULTI_STORE if conf.enabled_backends else _SINGLE_STORE
+    versions += _MULTI_STORE if single_store.glance_is_multi_store(conf) else _SINGLE_STORE
     if not conf.image_cache_dir:
         versions += _NO_CACHE_CURRENT
     return versions + _ALWAYS

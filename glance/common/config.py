@@ -15,6 +15,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 from oslo_policy import opts as policy_opts
 
+from glance.common import single_store
 from glance_store_ext import config as store_config
 
 PROJECT = "glance"
@@ -142,10 +143,23 @@ def load(args=None, default_config_files=None, conf=None, on_parsed=None):
     _own_log_file(conf)
     if on_parsed is not None:
         on_parsed(conf)
+    single = None
+    if single_store.applies(conf):
+        # a single-store file is read as the multi-store one with its one store; its
+        # [glance_store] values are read now: say where one fails
+        check_group(conf, single_store.GROUP)
+        try:
+            single = single_store.prepare(conf)
+        except single_store.Invalid as exc:
+            raise ConfigError(f"invalid value for [{exc.group}] {exc.option} in "
+                              f"{_source(conf, exc.group, exc.option)}: {exc.reason}")
+        check_group(conf, single_store.GROUP)  # the driver's options, copied next
     try:
         store_config.register_store_opts(conf)
     except store_config.StoreConfigError as exc:
         raise ConfigError(f"{exc} (in {_source(conf, None, 'enabled_backends')})")
+    if single:
+        single_store.finish(conf, single)
     _check_stores(conf)
     check_all(conf)
     return conf
@@ -184,7 +198,7 @@ def check_group(conf, group):
 def _check_stores(conf):
     backends = conf.enabled_backends or {}
     if not backends:
-        return  # single-store Glance: the API answers 404, as upstream
+        return  # not reached: a single-store file has its store by now (single_store)
     known = _driver_names()
     for store_id, store_type in backends.items():
         if store_type not in known:

@@ -71,12 +71,21 @@ def test_weight_and_description_from_store_groups(glance_conf, info_api_app):
     assert "description" not in stores["ceph"]
 
 
-def test_no_multi_store_is_404_before_policy(glance_conf, info_api_app):
+def test_no_multi_store_reports_the_single_store_where_upstream_answers_404(glance_conf,
+                                                                          info_api_app):
+    # Upstream Glance answers 404 "Multi backend is not supported at this site." without
+    # enabled_backends. glance-info-api is the component that exists to report stores, so for
+    # a single-store Glance it reports the one store Glance writes to ([glance_store]
+    # default_store, here glance_store's default: file), as Glance would if it were
+    # multi-store with that store, behind the same policy (tests/unit/test_api_single_store.py)
     api = info_api_app(glance_conf(DEFAULT={"enabled_backends": None}))
-    for path, roles in (("/v2/info/stores", ["admin"]), ("/v2/info/stores/detail", ["member"])):
-        resp = api.get(path, roles=roles, headers={"Accept": "application/json"})
-        assert resp.status_int == 404
-        assert resp.json["message"].startswith("Multi backend is not supported at this site.")
+    assert api.get("/v2/info/stores", roles=["member"]).json == {
+        "stores": [{"id": "file", "default": "true"}]}
+    detail = api.get("/v2/info/stores/detail", roles=["admin"])
+    assert detail.status_int == 200
+    assert [(s["id"], s["type"]) for s in detail.json["stores"]] == [("file", "file")]
+    resp = api.get("/v2/info/stores/detail", roles=["member"], headers={"Accept": "application/json"})
+    assert resp.status_int == 403
 
 
 def test_swift_store_with_exclusive_options_is_left_out_as_upstream(glance_conf, info_api_app):

@@ -81,6 +81,29 @@ def test_single_store_glance_copies_saying_what_to_add():
     assert result.detail.startswith(error)
     assert "single-store" in result.detail and "enabled_backends = ceph:rbd" in result.detail
     assert "default_backend" in result.detail
+    # what to add: glance-info-api, which reports a single-store Glance's store
+    assert "glance-info-api" in result.detail and "/v2/info/stores/detail" in result.detail
+
+
+# glance-info-api's answer for a single-store Glance ([glance_store] default_store = rbd, no
+# enabled_backends): one store, id "rbd", the default (tests/unit/test_api_single_store.py)
+SINGLE_STORE_DETAIL = {"stores": [
+    {"id": "rbd", "default": "true", "type": "rbd", "weight": 0,
+     "properties": {"chunk_size": 8 << 20, "pool": "images", "thin_provisioning": False,
+                    "fsid": FSID, "user": "glance"}}]}
+
+
+def test_single_store_glance_through_glance_info_api_clones_into_its_store():
+    result = d.decide(True, SINGLE_STORE_DETAIL, VOL, IMAGE, FSID)
+    assert result == d.Clone(store_id="rbd", pool="images", fsid=FSID, chunk_size=8 << 20,
+                             user="glance")
+    # a volume type naming the store by that id targets it too; another id does not exist
+    assert d.decide(True, SINGLE_STORE_DETAIL, VOL, IMAGE, FSID, "rbd") == result
+    assert d.decide(True, SINGLE_STORE_DETAIL, VOL, IMAGE, FSID, "ceph").reason == d.STORE_NOT_FOUND
+    other = {"stores": [dict(SINGLE_STORE_DETAIL["stores"][0],
+                             properties=dict(SINGLE_STORE_DETAIL["stores"][0]["properties"],
+                                             fsid="00000000-0000-4000-8000-000000000000"))]}
+    assert d.decide(True, other, VOL, IMAGE, FSID).reason == d.OTHER_CLUSTER
 
 
 @pytest.mark.parametrize("error", [
