@@ -544,9 +544,15 @@ class Cluster:
 
     def list_watchers(self, pool, obj, namespace=""):
         """{gid of each client whose watch the OSD keeps on pool/obj}: what librbd asks
-        before it breaks a lock. python-rados has no list_watchers (librados' C API lacks
-        it), so Ceph's own `rados listwatchers` answers, as this client's user. A missing
-        object has no watchers; any other failure raises (never read as "nobody")."""
+        before it breaks a lock. Neither python-rados nor librados' C API lists watchers
+        (only the C++ IoCtx::list_watchers does), so Ceph's own `rados listwatchers`
+        answers, as this client's user. A missing object (librados' own stat says so)
+        has no watchers; every other failure of the command, whatever it printed, raises:
+        the caller keeps the lock, never reads it as "nobody"."""
+        try:
+            self.stat_object(pool, obj, namespace=namespace)
+        except exc.CephNotFound:
+            return set()
         cmd = ["rados", "--cluster", self.cluster_name, "--id", self.user or "admin",
                "-p", pool, *(["-N", namespace] if namespace else []), "listwatchers", obj]
         if self.conffile:
@@ -561,13 +567,57 @@ class Cluster:
             raise exc.CephError(f"list watchers of {pool}/{obj}: {e}", op="list watchers of",
                                 pool=pool, image=obj) from None
         if proc.returncode != 0:
-            if "No such file or directory" in proc.stderr:
-                return set()
             raise exc.CephError(f"list watchers of {pool}/{obj}: "
                                 f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}",
                                 op="list watchers of", pool=pool, image=obj)
         # watcher=ADDR client.GID cookie=N
         return {int(m.group(1)) for m in re.finditer(r"\bclient\.(\d+)\b", proc.stdout)}
+
+    def stat_object(self, pool, obj, namespace=""):
+        """(size, mtime) of pool/obj; CephNotFound if it does not exist."""
+        with self._op("stat", pool, obj):
+            return self.ioctx(pool, namespace).stat(obj)
+
+    # -- omap records (cinder_ext.journal) ---------------------------------------------
+    def omap_set(self, pool, obj, values, namespace=""):
+        """Set keys of pool/obj's omap ({key: bytes}) in one atomic write; creates obj."""
+        with self._op("write omap of", pool, obj, write=True):
+            ioctx = self.ioctx(pool, namespace)
+            with rados.WriteOpCtx() as op:
+                ioctx.set_omap(op, tuple(values), tuple(values.values()))
+                ioctx.operate_write_op(op, obj)
+
+    def omap_remove(self, pool, obj, keys, namespace=""):
+        """Remove keys from pool/obj's omap; a missing object has none to remove."""
+        with self._op("write omap of", pool, obj, write=True):
+            ioctx = self.ioctx(pool, namespace)
+            with rados.WriteOpCtx() as op:
+                ioctx.remove_omap_keys(op, tuple(keys))
+                try:
+                    ioctx.operate_write_op(op, obj)
+                except rados.ObjectNotFound:
+                    pass
+
+    def omap_get(self, pool, obj, prefix="", after="", limit=None, namespace=""):
+        """[(key, bytes)] of pool/obj's omap whose key starts with prefix, after `after`,
+        in key order, at most `limit` (all by default); [] if obj does not exist."""
+        out = []
+        with self._op("read omap of", pool, obj):
+            ioctx = self.ioctx(pool, namespace)
+            while limit is None or len(out) < limit:
+                page_size = 512 if limit is None else min(512, limit - len(out))
+                with rados.ReadOpCtx() as op:
+                    it, _ = ioctx.get_omap_vals(op, after, prefix, page_size)
+                    try:
+                        ioctx.operate_read_op(op, obj)
+                    except rados.ObjectNotFound:
+                        return out
+                    page = list(it)
+                out.extend(page)
+                if len(page) < page_size:
+                    break
+                after = page[-1][0]
+        return out
 
     def blocklist(self, addr, expire):
         """Fence a client: the OSDs refuse its every op from now on (`expire` seconds).
@@ -724,6 +774,23 @@ class Cluster:
                 if len(page) < 256:
                     return entries
                 after = page[-1][0]
+
+    def existing_images(self, pool, names):
+        """The subset of `names` that are live images of pool, in one read of librbd's
+        own directory (rbd_directory's omap keys name_<name>, as `rbd ls` reads them),
+        whatever else the pool holds: for the purge's look at many images at once."""
+        found, names = set(), list(names)
+        with self._op("look up images of", pool):
+            for start in range(0, len(names), 1024):
+                keys = tuple("name_" + n for n in names[start:start + 1024])
+                with rados.ReadOpCtx() as op:
+                    it, _ = self.ioctx(pool).get_omap_vals_by_keys(op, keys)
+                    try:
+                        self.ioctx(pool).operate_read_op(op, "rbd_directory")
+                    except rados.ObjectNotFound:
+                        return found
+                    found.update(k[len("name_"):] for k, _ in it)
+        return found
 
     def metadata_set_by_id(self, pool, image_id, key, value):
         """Set image metadata on an image opened by id (one in the trash, say)."""

@@ -7,6 +7,7 @@
     cinder-rbd-clone --config-file cinder.conf delete-volume VOLUME [--mode deferred|flatten]
     cinder-rbd-clone --config-file cinder.conf purge [--image-pool POOL] [--dry-run]
     cinder-rbd-clone --config-file cinder.conf flatten-uploads [--image-pool POOL] [--dry-run]
+    cinder-rbd-clone --config-file cinder.conf adopt [--image-pool POOL] [--dry-run]
 
 Prints one JSON document on stdout; errors are one line on stderr, exit status 1.
 """
@@ -94,6 +95,14 @@ def _parser():
     fu.add_argument("--dry-run", action="store_true",
                     help="list and count them; flatten nothing")
 
+    ad = sub.add_parser("adopt", help="journal the clone uploads an earlier release made, "
+                                      "so that the purge knows them (once, after an upgrade "
+                                      "from 0.2; --dry-run first)")
+    ad.add_argument("--image-pool", action="append", default=None, metavar="POOL",
+                    help="Glance pool to look in (repeatable; default: as for purge)")
+    ad.add_argument("--dry-run", action="store_true",
+                    help="list what would be adopted; write nothing")
+
     ci = sub.add_parser("create-image", help="create a queued image to upload into")
     ci.add_argument("name")
     ci.add_argument("--disk-format", default="raw")
@@ -140,6 +149,9 @@ def _volume_command(args, conf, backend):
                                         args.mode, delay, backend.rbd_concurrent_flatten_operations)
         glance = _glance_or_none(conf)
         pools = args.image_pool if args.image_pool is not None else _image_pools(glance, cluster)
+        if args.command == "adopt":
+            from cinder_ext.journal import adopt
+            return adopt(cluster, backend.rbd_pool, pools, args.dry_run)
         if args.command == "flatten-uploads":
             from cinder_ext.independent import flatten_uploads
             return flatten_uploads(cluster, backend.rbd_pool, pools,
@@ -168,7 +180,8 @@ def main(argv=None):
             image = Glance(conf).create_image(args.name, args.disk_format, args.container_format,
                                               **props)
             out = {"id": image["id"], "status": image["status"], "name": image.get("name")}
-        elif args.command in ("create-volume", "delete-volume", "purge", "flatten-uploads"):
+        elif args.command in ("create-volume", "delete-volume", "purge", "flatten-uploads",
+                              "adopt"):
             out = _volume_command(args, conf, backend)
         else:
             from cinder_ext.upload import upload_volume

@@ -26,7 +26,7 @@ import time
 from glance_store_ext.contract import RBDLocation
 
 from cinder_ext import exceptions as exc
-from cinder_ext import footprint, locks, steps
+from cinder_ext import footprint, journal, locks, steps
 from cinder_ext import glance as glance_mod
 from cinder_ext.ceph import USER_NAMESPACE, order_for
 from cinder_ext.footprint import IMAGE_SNAP
@@ -95,6 +95,9 @@ class CloneUpload:
         self.timer = timer or Timer()
         self.recovered = []
         self.volume_id = None  # the volume's RBD image id, once read
+        self.journal = journal.Journal(ceph, volume_pool)
+        self.record = None     # this attempt's journal record, once written
+        self.earlier_open = False  # an interrupted earlier attempt of ours left a record
 
     # -- leftovers ----------------------------------------------------------------------
     def _volume_id(self):
@@ -102,25 +105,21 @@ class CloneUpload:
             self.volume_id = self.ceph.info(self.vpool, self.volume)["id"]
         return self.volume_id
 
+    def _earlier_attempt_is_ours(self):
+        """True if the journal holds an open record of an upload of our volume to this
+        image id: an earlier attempt, interrupted, whose leftovers are ours to remove.
+        Only a record makes them ours: never a name, a parent or a metadata key (librbd
+        copies those into the clones Nova and others make)."""
+        record = self.journal.get(self.image_id)
+        return (record is not None and record.open and record.image_pool == self.ipool
+                and record.volume_pool == self.vpool and record.volume_id == self._volume_id())
+
     def _clone_is_ours(self):
-        """True if <pool>/<image id> exists and an upload of our volume made it (or an
-        upload killed inside librbd's clone left it, and Glance has it queued with no
-        location: nothing else would leave that); raise if it is anything else."""
-        def upload_snaps():  # the half-made case: only our own volume can hold image-<id>
-            return {self.vsnap: self.volume} if self._volume_snap_exists() else {}
-        try:
-            found = footprint.upload_of(self.ceph, self.vpool, self.ipool, self.image_id,
-                                        upload_snaps=upload_snaps)
-        except exc.CephNotFound:
+        """True if <pool>/<image id> exists and an earlier attempt of ours made it; raise
+        if it exists and is anything else."""
+        if not self.ceph.exists(self.ipool, self.image_id):
             return False
-        if found is not None and found.kind == footprint.HALF_MADE:
-            if glance_mod.location_state(self.glance, self.image_id).queued_empty:
-                LOG.warning("%s/%s: the remains of a clone interrupted inside librbd (no "
-                            "parent, no snapshot, no data, image queued): removing them",
-                            self.ipool, self.image_id)
-                return True
-            found = None
-        if found is None or not found.is_of(self.vpool, self.volume, self._volume_id()):
+        if not self.earlier_open:
             raise exc.CloneFailed(
                 f"{self.ipool}/{self.image_id} already exists and is not a clone of "
                 f"{self.vpool}/{self.volume}; left untouched", reason="target-exists")
@@ -140,6 +139,7 @@ class CloneUpload:
 
     def recover(self):
         """Remove what an earlier, interrupted attempt left (Glance does not reference it)."""
+        self.earlier_open = self._earlier_attempt_is_ours()
         if self._clone_is_ours():
             self._remove_clone()
             self.recovered.append(f"{self.ipool}/{self.image_id}")
@@ -184,13 +184,18 @@ class CloneUpload:
                 self.recover()
             steps.reached("clone.recovered")
             fmt = self.ceph.clone_format()
+            vinfo = self.ceph.info(self.vpool, self.volume)
+            self.volume_id = vinfo["id"]
+            # written down before anything is created: the record is what makes it ours
+            self.record = self.journal.open(journal.UploadRecord(
+                self.image_id, self.ipool, self.vpool, self.volume, self.volume_id,
+                kind=self.kind, step=journal.VOLUME_SNAPSHOT))
+            steps.reached("clone.journaled")
             if self.gate_ticket is not None:
                 waited = self.gate_ticket.arrive()
                 if waited:
                     self.timer.add("gather", waited)
             with self.timer.step("volume_snapshot"):
-                vinfo = self.ceph.info(self.vpool, self.volume)
-                self.volume_id = vinfo["id"]
                 self.ceph.create_snap(self.vpool, self.volume, self.vsnap)
                 undo.append(("remove volume snapshot",
                              lambda: self.ceph.remove_snap(self.vpool, self.volume, self.vsnap)))
@@ -200,14 +205,15 @@ class CloneUpload:
                     steps.reached("clone.volume_snapshot_protected")
             with self.timer.step("clone"):
                 order = clone_order(vinfo["stripe_unit"], self.target.chunk_size)
+                self._journal_step(journal.CLONED)
                 try:
                     self.ceph.clone(self.vpool, self.volume, self.vsnap, self.ipool, self.image_id,
                                     order=order, features=self.ceph.default_features())
                 except exc.CephExists:
                     # an upload killed while librbd created the name left remains that do
                     # not even open (recover() saw no image): remove them, clone once more
-                    if (self.ceph.exists(self.ipool, self.image_id) or not
-                            glance_mod.location_state(self.glance, self.image_id).queued_empty):
+                    if (self.ceph.exists(self.ipool, self.image_id) or not self.earlier_open
+                            or not glance_mod.location_state(self.glance, self.image_id).queued_empty):
                         raise
                     LOG.warning("%s/%s: removing the remains of an interrupted clone",
                                 self.ipool, self.image_id)
@@ -225,17 +231,20 @@ class CloneUpload:
             vlock.__exit__()
             self._before_image_snapshot(undo)
             with self.timer.step("image_snapshot"):
+                self._journal_step(journal.IMAGE_SNAPSHOT)
                 self.ceph.create_snap(self.ipool, self.image_id, IMAGE_SNAP)
                 steps.reached("clone.image_snapshot_created")
                 self.ceph.protect_snap(self.ipool, self.image_id, IMAGE_SNAP)
                 steps.reached("clone.image_snapshot_protected")
             with self.timer.step("register"):
+                self._journal_step(journal.REGISTERING)
                 registered = True
                 api, tasks_before = self._add_location()
                 steps.reached("clone.location_requested")
             with self.timer.step("active"):
                 self._wait_active(tasks_before)
                 steps.reached("clone.active")
+            self._journal_complete()
             return self.result(api=api)
         except Exception as e:
             # the request may have reached Glance although we saw an error (a timeout, a
@@ -243,6 +252,7 @@ class CloneUpload:
             if registered and not self._refused(e) and self._registered_after_all():
                 LOG.warning("image %s: Glance registered %s despite an error (%s)",
                             self.image_id, self.location.url, e)
+                self._journal_complete()
                 return self.result(api=api or "task")
             if registered and not self._safe_to_roll_back(e):
                 raise exc.CloneIncomplete(
@@ -251,11 +261,42 @@ class CloneUpload:
                     "Glance may reference it: run the upload again to finish or clean up") from None
             with self.timer.step("rollback"):
                 failures = self._undo(undo)
+                self._journal_rolled_back(failures)
             reason = self._reason(e)
             if failures:
                 raise exc.CloneFailed(f"{reason}; rollback incomplete: {'; '.join(failures)}",
                                       reason=reason, cleaned=False, cause=e) from None
             raise exc.CloneFailed(reason, reason=reason, cleaned=True, cause=e) from None
+
+    # -- the journal ----------------------------------------------------------------------
+    kind = journal.CLONE
+
+    def _journal_step(self, step):
+        self.record = self.journal.step(self.record, step)
+
+    def _journal_complete(self):
+        """The image is active with our clone: the record stays, closed (purge reads it
+        once Glance deletes the image). A failure to write it is logged: the open record
+        then names an upload whose image is active, which purge closes."""
+        try:
+            self.record = self.journal.complete(self.record)
+        except exc.CephError as e:
+            LOG.warning("image %s: closing its journal record failed (%s); purge closes it",
+                        self.image_id, e)
+
+    def _journal_rolled_back(self, failures):
+        """Nothing left: forget the record. Something left: keep it open, for purge."""
+        if self.record is None:
+            return
+        try:
+            if failures:
+                self.record = self.journal.step(self.record, journal.ROLLBACK_INCOMPLETE)
+            else:
+                self.journal.forget(self.record)
+                self.record = None
+        except exc.CephError as e:
+            LOG.warning("image %s: updating its journal record after the rollback failed "
+                        "(%s); purge settles it", self.image_id, e)
 
     def _before_image_snapshot(self, undo):
         """Between the clone (the volume lock released) and its snapshot `snap`: nothing

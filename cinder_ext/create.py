@@ -9,8 +9,9 @@ readable by our Ceph user, and ``rbd_max_clone_depth`` > 0. The clone:
    image and the volume are independent (OpenStack's dependency contract): Glance 33
    deletes the image (204; glance_store moves it to its pool's trash while the volume
    reads through its snapshot), and ``purge.purge()`` reclaims that trash entry once
-   the last such volume is gone. The source image gets our mark (``CLONED_MARK``) so
-   that purge knows the trash entry Glance leaves is an image, not another tool's;
+   the last such volume is gone. The source image is recorded in our journal
+   (cinder_ext.journal's SourceRecord, written before the clone) so that purge knows
+   the trash entry Glance leaves is an image our volumes read, not another tool's;
 2. mark the volume ``CREATE_MARK = clone:<image id>`` until done (a retry resumes);
 3. grow it to the requested size;
 4. flatten it when the chain above it would exceed ``rbd_max_clone_depth``, counting
@@ -27,10 +28,10 @@ import time
 from glance_store_ext.contract import ContractError, RBDLocation
 
 from cinder_ext import exceptions as exc
-from cinder_ext import steps
+from cinder_ext import journal, steps
 from cinder_ext.ceph import USER_NAMESPACE
 from cinder_ext.clone import Timer, clone_order
-from cinder_ext.footprint import CLONED_MARK, CREATE_MARK
+from cinder_ext.footprint import CREATE_MARK
 from cinder_ext.depth import clone_depth
 from cinder_ext.glance import Glance
 from cinder_ext.upload import connect, volume_name
@@ -137,15 +138,10 @@ def _existing(cluster, pool, name, image_id, loc=None):
                            f"from image {image_id}; left untouched")
 
 
-def _mark_source(cluster, loc):
-    """Mark the Glance image as a parent of volumes (best effort: without write caps on
-    the Glance pool, its trash entry is reclaimed by an operator, not by purge)."""
-    try:
-        if cluster.metadata_get(loc.pool, CLONED_MARK, name=loc.image) is None:
-            cluster.metadata_set(loc.pool, loc.image, CLONED_MARK, "1")
-    except exc.CephError as e:
-        LOG.warning("cannot mark %s/%s as a parent of volumes (%s): if Glance deletes it, "
-                    "purge will leave its trash entry alone", loc.pool, loc.image, e)
+def _record_source(cluster, pool, loc):
+    """Record, in our pool's journal, that the Glance image is a parent of our volumes:
+    once Glance deletes it, purge reclaims its trash entry when no clone needs it."""
+    journal.Journal(cluster, pool).claim_source(loc.pool, loc.image, "create-volume cloned it")
 
 
 def _undo(cluster, pool, name, error):
@@ -171,7 +167,7 @@ def _clone(cluster, backend, pool, name, image_id, loc, size, timer):
             with timer.step("clone"):
                 src = cluster.info(loc.pool, loc.image)
                 order = clone_order(src["stripe_unit"], backend.rbd_store_chunk_size << 20)
-                _mark_source(cluster, loc)
+                _record_source(cluster, pool, loc)
                 cluster.clone(loc.pool, loc.image, loc.snapshot, pool, name, order=order,
                               features=cluster.default_features())
                 made = True

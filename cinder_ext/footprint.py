@@ -1,9 +1,11 @@
 """Our footprint on Ceph: every name, mark and snapshot cinder_ext leaves, and what a
 thing found there is.
 
-Rollback, recovery, resume and purge do not decide "is this ours?" themselves: they ask
-``upload_of()``, which reads only Ceph. What Glance says about the image is the other
-half of each decision (``cinder_ext.glance.location_state``).
+What makes an upload's objects ours is its record in the intent journal
+(cinder_ext.journal), never what is found here: librbd copies image metadata into every
+clone, and a parent snapshot's name can be anyone's. ``upload_of()`` infers from Ceph
+alone, for what has no record yet: adopting 0.2's uploads (``journal.adopt``) and
+``flatten-uploads``.
 
 What we leave:
 
@@ -14,8 +16,10 @@ What we leave:
   independent upload, flattened and marked ``INDEPENDENT_MARK``), with glance_store's
   snapshot ``snap``;
 * RBD image metadata marks: ``TRASH_MARK`` on a volume trashed because clones need it,
-  ``CLONED_MARK`` on a Glance image that volumes were cloned from, ``GLANCE_TRASH_MARK``
-  on a Glance trash entry purge recognised, ``CREATE_MARK`` on a volume being created;
+  ``CREATE_MARK`` on a volume being created (0.2 also left ``CLONED_MARK`` on Glance
+  images volumes were cloned from, which nothing reads any more, and
+  ``GLANCE_TRASH_MARK`` on Glance trash entries, which ``journal.adopt`` reads once);
+* records in the intent journal (cinder_ext.journal);
 * lock objects, in their own RADOS namespace (``cinder_ext.locks``).
 """
 
@@ -64,8 +68,8 @@ def is_image_name(name):
 # -- marks (RBD image metadata keys) ----------------------------------------------------------
 TRASH_MARK = "cinder-rbd-clone.parent-of-images"
 INDEPENDENT_MARK = "cinder-rbd-clone.independent-upload-of"
-CLONED_MARK = "cinder-rbd-clone.volumes-cloned-from-it"
-GLANCE_TRASH_MARK = "cinder-rbd-clone.glance-trashed"
+CLONED_MARK = "cinder-rbd-clone.volumes-cloned-from-it"  # 0.2's; travels into clones: unread
+GLANCE_TRASH_MARK = "cinder-rbd-clone.glance-trashed"     # 0.2's; read by journal.adopt only
 CREATE_MARK = "cinder-rbd-clone.creating-from-image"
 
 
@@ -194,30 +198,33 @@ def clone_uploads(cluster, volume_pool, image_pools):
 
 
 # -- a Glance image that Glance deleted while our volumes read through it ---------------------------
-def glance_trashed_for_our_volumes(cluster, volume_pool, pool, image_id, mark=True):
-    """True if pool's image image_id (by RBD id: in the trash, or on its way there) is one
-    Glance deleted while volumes of volume_pool were cloned from it: glance_store's
+def glance_trashed_for_our_volumes(cluster, volume_pool, pool, name, image_id, claim=True):
+    """True if pool's image `name` (RBD id image_id: in the trash, or on its way there) is
+    one Glance deleted while volumes of volume_pool were cloned from it: glance_store's
     ``snap`` is in Ceph's trash namespace and every clone is in volume_pool (an image that
     Nova's disks, in another pool, were cloned from is not ours). Whose clones they are is
-    seen only while they exist: with mark, ``GLANCE_TRASH_MARK`` keeps it for later."""
+    seen only while they exist: with claim, a journal record (cinder_ext.journal's
+    SourceRecord) keeps it for later."""
     if not any(s["namespace"] == TRASH_NAMESPACE and s["original"] == IMAGE_SNAP
                for s in cluster.snaps(pool, None, image_id=image_id)):
         return False
     deps = cluster.children(pool, image_id=image_id)
     if not deps or any(d["pool"] != volume_pool for d in deps):
         return False
-    if mark:
-        cluster.metadata_set_by_id(pool, image_id, GLANCE_TRASH_MARK, "1")
+    if claim:
+        from cinder_ext import journal  # journal imports nothing of ours but exceptions
+        journal.Journal(cluster, volume_pool).claim_source(
+            pool, name, "glance_store trashed it; only volumes of our pool were cloned from it")
     return True
 
 
 def claim_glance_parent(cluster, volume_pool, name=None, image_id=None, parent=None):
     """Call before volume_pool's volume (name, or image_id in the trash) is removed: when
-    it is a clone of a Glance image that Glance has deleted, mark that image
+    it is a clone of a Glance image that Glance has deleted, record that image
     (glance_trashed_for_our_volumes). Once its last clone is gone nothing else tells purge
     it is ours, and a volume deleted before a purge run had looked left it in the Glance
     pool's trash for ever. parent: the volume's Cluster.parent_snap(), if already read.
-    True when marked. A failure is logged, never raised: the delete goes on (without
+    True when recorded. A failure is logged, never raised: the delete goes on (without
     write access to that pool, purge could not remove the entry either)."""
     try:
         if parent is None:
@@ -226,7 +233,7 @@ def claim_glance_parent(cluster, volume_pool, name=None, image_id=None, parent=N
                 or parent["namespace"] != TRASH_NAMESPACE or parent["original"] != IMAGE_SNAP):
             return False
         return glance_trashed_for_our_volumes(cluster, volume_pool, parent["pool"],
-                                              parent["image_id"])
+                                              parent["image"], parent["image_id"])
     except exc.CephError as e:
         LOG.warning("%s/%s: its Glance parent, deleted by Glance, could not be marked for "
                     "purge: %s", volume_pool, name or f"id:{image_id}", e)

@@ -63,6 +63,7 @@ class Glance:
             if auth is None:
                 raise exc.ConfigError("[glance] auth_type is not set; set it (e.g. password) "
                                       "or auth_strategy = noauth for a development Glance")
+        self.auth = auth
         self.session = session or ks_loading.load_session_from_conf_options(
             conf, opts.GLANCE_GROUP, auth=auth)
         if g.api_servers:
@@ -89,6 +90,17 @@ class Glance:
         self.endpoints = [re.sub(r"/v2(\.\d+)?$", "", e) for e in self.endpoints]
         self.stores_endpoints = ([re.sub(r"/v2(\.\d+)?/?$", "", g.stores_info_url.rstrip("/"))]
                                  if g.stores_info_url else self.endpoints)
+
+    def sees_every_image(self):
+        """True when our identity has Glance's admin role (every image visible to it),
+        False when not, None when Keystone could not tell: only then is a 404 "gone"."""
+        if self.auth is None:
+            return "admin" in self.headers.get("X-Roles", "").split(",")
+        try:
+            return "admin" in self.auth.get_access(self.session).role_names
+        except Exception as e:  # unknown is not yes
+            LOG.debug("Cannot tell the [glance] user's roles: %s", e)
+            return None
 
     # -- plumbing -----------------------------------------------------------------------
     def request(self, method, path, op, ok=(200,), timeout=None, endpoints=None, **kwargs):
@@ -341,9 +353,12 @@ class LocationState:
         return self.image is not None and url in urls_of(self.image)
 
 
-def location_state(client, image_id):
+def location_state(client, image_id, tasks=True):
     """Where image_id stands (a LocationState). Unknown is never read as idle: an error
-    from Glance, a task listing that fails, an import task: all count as in flight."""
+    from Glance, a task listing that fails, an import task: all count as in flight.
+    tasks=False: the caller knows no location request of its own was ever sent, so a
+    queued image with no location and no import task is idle without asking for its
+    tasks (one request instead of two)."""
     try:
         image = client.get_image(image_id)
     except exc.GlanceNotFound:
@@ -363,6 +378,9 @@ def location_state(client, image_id):
         # Glance's import lock: a location (or data) import holds the image
         return LocationState(REGISTERING, "its Glance image has import task "
                              f"{image['os_glance_import_task']} in flight", image)
+    if not tasks:
+        return LocationState(IDLE, f"its Glance image is {status} with no location, no "
+                             "import task, and no location request was sent", image)
     try:
         running = _running_location_tasks(client.image_tasks_strict(image_id))
     except exc.CinderExtError as e:

@@ -36,7 +36,7 @@ import logging
 
 from cinder_ext import clone as clone_mod
 from cinder_ext import exceptions as exc
-from cinder_ext import footprint, steps
+from cinder_ext import footprint, journal, steps
 from cinder_ext.ceph import USER_NAMESPACE
 
 LOG = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ class IndependentUpload(clone_mod.CloneUpload):
     the image id's ImageLock, as upload.upload_volume does). run() returns CloneUpload's
     result dict with ``independent: True``, and raises what CloneUpload raises.
     """
+
+    kind = journal.INDEPENDENT
 
     def __init__(self, ceph, glance, volume_pool, volume_name, image_id, target,
                  active_timeout=60, timer=None, locked=True, gate_ticket=None):

@@ -114,7 +114,13 @@ class ObjectLock:
         holders, _ = self.ceph.lock_info(self.pool, self.obj, LOCK_NAME, namespace=ns)
         if not holders:
             return []
-        watching = self.ceph.list_watchers(self.pool, self.obj, namespace=ns)
+        try:
+            watching = self.ceph.list_watchers(self.pool, self.obj, namespace=ns)
+        except exc.CephError as e:
+            # unknown is never dead: every holder counts as live, nobody is blocklisted
+            LOG.warning("%s/%s: cannot tell whether its holders live (%s); leaving their "
+                        "lock", self.pool, self.obj, e)
+            return holders
         live = [h for h in holders if h["gid"] in watching]
         unwatched = [h for h in holders if h["gid"] not in watching]
         if not unwatched:

@@ -14,8 +14,8 @@ upload and upstream ``.clone_snap`` snapshots
 a Cinder deferred deletion (with ``include_unmarked``)      expired, nothing depends on it
 an upload snapshot in the trash namespace                   its clone is gone (Glance deleted it:
                                                             Glance's user only reads this pool)
-a failed upload's clone and its upload snapshot             Glance will never reference it
-                                                            (``glance.location_state``: gone, or
+a failed upload's clone and its upload snapshot, named by   Glance will never reference it
+an open record of the intent journal (cinder_ext.journal)   (``glance.location_state``: gone, or
                                                             queued/killed with nothing in flight)
 upstream Cinder's ``<volume>.deleted``                      nothing depends on it
 a Glance image in the trash that we made, or that Cinder    no clone depends on it, and Glance
@@ -29,7 +29,8 @@ location is registered, and the image goes active with the volume's bytes.
 
 Only trash entries whose source is a user's delete are touched, never rbd-mirror's,
 a live migration's or librbd's own. Unknown is never read as "gone": when Glance does
-not answer, the thing stays until a later run.
+not answer, when it answers 404 to an identity that does not see every image, or when an
+upload lock cannot be taken, the thing stays until a later run.
 """
 
 import datetime
@@ -37,13 +38,12 @@ import logging
 import time
 
 from cinder_ext import exceptions as exc
-from cinder_ext import footprint, locks, steps
+from cinder_ext import footprint, journal, locks, steps
 from cinder_ext import glance as glance_mod
-from cinder_ext.ceph import TRASH_NAMESPACE, USER_NAMESPACE
+from cinder_ext.ceph import TRASH_NAMESPACE
 from cinder_ext.clone import Timer, clone_location
 from cinder_ext.delete import where
-from cinder_ext.footprint import (CLONE_SNAP_SUFFIX, CLONED_MARK, DELETED_SUFFIX,
-                                  GLANCE_TRASH_MARK, TRASH_MARK, is_upload_snap)
+from cinder_ext.footprint import CLONE_SNAP_SUFFIX, DELETED_SUFFIX, TRASH_MARK, is_upload_snap
 
 LOG = logging.getLogger(__name__)
 
@@ -85,15 +85,21 @@ class _Purge:
     run records it and removes nothing)."""
 
     def __init__(self, cluster, volume_pool, image_pools, include_unmarked, scan_volumes,
-                 glance, dry_run, timer, scan_limit=None, scan_after=None, finish=False):
+                 glance, dry_run, timer, finish=False, glance_sees_all=False):
         self.c, self.vpool, self.ipools = cluster, volume_pool, list(image_pools)
+        self.journal = journal.Journal(cluster, volume_pool)
+        self.records = {}  # image id -> the journal's record, read once per round
+        self.sources = {}  # image id -> the journal's SourceRecord, likewise
+        self.trashed = {}  # image pool -> names in its trash, as image_trash listed them
+        self.forgotten = []  # completed uploads whose records went with their clones
+        self.glance_sees_all = glance_sees_all
+        self.said_untrusted = False
         self.finish, self.finished = finish, []
         self.include_unmarked, self.scan_volumes = include_unmarked, scan_volumes
         self.glance, self.dry_run, self.timer = glance, dry_run, timer
         self.now = _utcnow()
         self.removed, self.snaps_removed, self.plan, self.kept = [], [], [], []
         self.planned = set()
-        self.scan_limit, self.scan_next = scan_limit, scan_after
 
     def act(self, what, reason, fn, snapshot=False):
         if what in self.planned:
@@ -112,6 +118,27 @@ class _Purge:
 
     def keep(self, what, reason, trash_id=None):
         self.kept.append({"image": what, "trash_id": trash_id, "reason": reason})
+
+    def skip(self, what, error):
+        """One object the run cannot handle (cannot open it, no caps, an inactive PG):
+        logged and kept; the run goes on with the next."""
+        LOG.warning("purge: %s stays: %s", what, error)
+        self.keep(what, f"could not be handled: {error}")
+
+    def location_state(self, image_id, tasks=True):
+        """glance.location_state, where a 404 counts as gone only if our Glance identity
+        sees every image (admin): to anyone else a member's private image is a 404 too."""
+        state = glance_mod.location_state(self.glance, image_id, tasks=tasks)
+        if state.state == glance_mod.GONE and state.image is None and not self.glance_sees_all:
+            if not self.said_untrusted:
+                self.said_untrusted = True
+                LOG.warning("purge: Glance answers 404 for image %s, but the identity it asks "
+                            "with does not see every image (no admin role): what only a 404 "
+                            "would let go is kept", image_id)
+            return glance_mod.LocationState(
+                glance_mod.UNKNOWN, "Glance answers 404 to an identity that does not see "
+                "every image: kept")
+        return state
 
     # -- one trash entry --------------------------------------------------------------
     def trash_entry(self, pool, entry, removable_snap, reason):
@@ -195,6 +222,9 @@ class _Purge:
                 marked = self.c.metadata_get(self.vpool, TRASH_MARK, image_id=entry["id"])
             except exc.CephNotFound:
                 continue  # removed meanwhile
+            except exc.CephError as e:
+                self.skip(f"{self.vpool}/{entry['name']}", e)
+                continue
             if marked is None and not self.include_unmarked:
                 continue
             why = "trashed by delete-volume; no clone depends on it any more" if marked else \
@@ -210,52 +240,35 @@ class _Purge:
                     why)
             except exc.CephNotFound:
                 continue  # another purge took it meanwhile
+            except exc.CephError as e:
+                self.skip(f"{self.vpool}/{entry['name']}", e)
+                continue
             if kept:
                 self.keep(f"{self.vpool}/{entry['name']}", kept, entry["id"])
 
-    def _volumes_to_scan(self):
-        """The volumes this run scans: all, or (scan_limit) the next scan_limit after the
-        scan_after cursor, wrapping around, so that a periodic purge's cost per run stays
-        bounded however many volumes the pool holds; scan_next is where the next run
-        goes on."""
-        names = sorted(n for n in self.c.list_images(self.vpool) if not n.endswith(DELETED_SUFFIX))
-        if not self.scan_limit or len(names) <= self.scan_limit:
-            return names
-        after = self.scan_next or ""
-        batch = [n for n in names if n > after][:self.scan_limit]
-        if len(batch) < self.scan_limit:  # wrap around
-            batch += names[:self.scan_limit - len(batch)]
-        self.scan_next = batch[-1]
-        return batch
-
     def volume_snapshots(self):
-        """Upload snapshots in the trash namespace that no clone needs (Glance's user
-        deleted the clone and could not drop them); with Glance, also an upload snapshot
-        left in the user namespace by a failed upload whose image is an orphan."""
-        for name in self._volumes_to_scan():
+        """Upload snapshots in the trash namespace that no clone needs: Glance's user
+        deleted the clone and could not drop them (it only reads this pool). A failed
+        upload's user-namespace snapshot is the journal's (journaled_uploads)."""
+        for name in self.c.list_images(self.vpool):
+            if name.endswith(DELETED_SUFFIX):
+                continue
             try:
                 for s in self.c.snaps(self.vpool, name):
-                    if not is_upload_snap(s["original"]):
+                    if s["namespace"] != TRASH_NAMESPACE or not is_upload_snap(s["original"]):
                         continue
                     if self.c.snap_has_children(self.vpool, s["id"], name=name):
                         continue
-                    what = f"{self.vpool}/{name}@{s['original']}"
 
                     def remove(s=s, name=name):
                         self.c.remove_snap_by_id(self.vpool, s["id"], name=name)
                         steps.reached("purge.snap_removed")
-                    if s["namespace"] == TRASH_NAMESPACE:
-                        self.act(what, "upload snapshot in the trash namespace; its clone is "
-                                 "gone", remove, snapshot=True)
-                    elif s["namespace"] == USER_NAMESPACE and self.glance is not None:
-                        # a failed upload's, made before its clone (or the clone is gone)
-                        image_id = footprint.upload_snap_image_id(s["original"])
-                        state = glance_mod.location_state(self.glance, image_id)
-                        if state.orphaned:
-                            self._locked_act(image_id, what, "upload snapshot of a failed "
-                                             f"upload: {state.why}", remove, snapshot=True)
+                    self.act(f"{self.vpool}/{name}@{s['original']}", "upload snapshot in the "
+                             "trash namespace; its clone is gone", remove, snapshot=True)
             except exc.CephNotFound:
                 continue  # deleted meanwhile
+            except exc.CephError as e:
+                self.skip(f"{self.vpool}/{name}", e)
 
     def deleted_volumes(self):
         """Upstream Cinder's <volume>.deleted: removed by upstream when its last Cinder
@@ -272,6 +285,9 @@ class _Purge:
                     continue
                 snaps = self.c.snaps(self.vpool, name)
             except exc.CephNotFound:
+                continue
+            except exc.CephError as e:
+                self.skip(what, e)
                 continue
             # no snapshot has clones: trash-namespace ones, our upload snapshots and
             # upstream's clone snapshots are leftovers; any other is someone's: keep
@@ -294,10 +310,14 @@ class _Purge:
                          remove)
             except exc.CephNotFound:
                 continue
+            except exc.CephError as e:
+                self.skip(what, e)
 
     # -- the Glance pools ---------------------------------------------------------------
     def image_trash(self, pool):
-        for entry in self.c.trash_list_all(pool):
+        entries = self.c.trash_list_all(pool)
+        self.trashed[pool] = {e["name"] for e in entries}
+        for entry in entries:
             name, tid = entry["name"], entry["id"]
             if not is_user_trash(entry) or not footprint.is_image_name(name):
                 continue  # not a Glance delete's
@@ -306,38 +326,48 @@ class _Purge:
                 ours = self._glance_trash_is_ours(pool, entry)
             except exc.CephNotFound:
                 continue
+            except exc.CephError as e:
+                self.skip(what, e)
+                continue
             if not ours:
                 continue  # Nova's, another tool's, or an image that merely has a UUID name
             if self.glance is not None:
-                state = glance_mod.location_state(self.glance, name)
+                state = self.location_state(name)
                 if not state.orphaned:
                     self.keep(what, f"Glance may still use it: {state.why}", tid)
                     continue
             try:
                 kept = self.trash_entry(pool, entry, lambda s: s["namespace"] == TRASH_NAMESPACE,
                                         f"Glance deleted it ({ours}) and no clone needs it")
+                if not kept and not self.dry_run:
+                    self._forget(name)
             except exc.CephNotFound:
+                continue
+            except exc.CephError as e:
+                self.skip(what, e)
                 continue
             if kept:
                 self.keep(what, kept, tid)
 
     def _glance_trash_is_ours(self, pool, entry):
         """Why a UUID-named trash entry in a Glance pool is a Glance image we may reclaim,
-        or None: an upload of ours, or an image that only volumes of our pool were cloned
-        from. glance_store's delete moves an image with clones to the trash (its 'snap'
-        goes to the trash namespace); whose clones they were is seen only while they
-        exist, so the first purge that sees them, or the delete of the last one
-        (footprint.claim_glance_parent), marks the entry. An image that Nova's disks
-        (another pool) were cloned from is not ours to reclaim."""
+        or None: an upload of ours (its journal record), or an image that only volumes of
+        our pool were cloned from (a SourceRecord). glance_store's delete moves an image
+        with clones to the trash (its 'snap' goes to the trash namespace); whose clones
+        they were is seen only while they exist, so create-volume records the image when
+        it clones it, and the first purge that sees the entry, or the delete of its last
+        clone (footprint.claim_glance_parent), records it when every clone is in our
+        pool. An image that Nova's disks (another pool) were cloned from is not ours to
+        reclaim. Never a metadata mark: librbd copies those into every clone."""
         tid, name = entry["id"], entry["name"]
-        if footprint.upload_of(self.c, self.vpool, pool, name, trash_id=tid) is not None:
-            return "an upload of ours"
-        if self.c.metadata_get(pool, GLANCE_TRASH_MARK, image_id=tid) is not None:
-            return "marked by an earlier purge, or by the delete of its last clone"
-        if self.c.metadata_get(pool, CLONED_MARK, image_id=tid) is not None:
-            return "create-volume cloned it"
-        if footprint.glance_trashed_for_our_volumes(self.c, self.vpool, pool, tid,
-                                                    mark=not self.dry_run):
+        record = self.records.get(name)
+        if record is not None and record.image_pool == pool:
+            return "an upload of ours (journaled)"
+        source = self.sources.get(name)
+        if source is not None and source.image_pool == pool:
+            return f"journaled: {source.why}"
+        if footprint.glance_trashed_for_our_volumes(self.c, self.vpool, pool, name, tid,
+                                                    claim=not self.dry_run):
             return "glance_store trashed it; volumes of our pool were cloned from it"
         return None
 
@@ -355,8 +385,10 @@ class _Purge:
                 self._release(held)
                 self.keep(what, str(e))
                 return None
-            except exc.CephError as e:  # no write access to that pool: no upload there either
-                LOG.debug("upload lock of %s in %s: %s", image_id, pool, e)
+            except exc.CephError as e:  # unknown: an upload may run there; keep
+                self._release(held)
+                self.keep(what, f"its upload lock in {pool} could not be taken ({e})")
+                return None
         return held
 
     @staticmethod
@@ -364,117 +396,174 @@ class _Purge:
         for lock in reversed(held):
             lock.__exit__(None, None, None)
 
-    def _locked_act(self, image_id, what, reason, fn, snapshot=False):
-        held = self._upload_locks(image_id, what)
-        if held is None:
-            return False
-        try:
-            # an upload may have run and finished between our look and our lock: look again
-            state = glance_mod.location_state(self.glance, image_id)
-            if not state.orphaned:
-                self.keep(what, state.why)
-                return False
-            return self.act(what, reason, fn, snapshot=snapshot)
-        finally:
-            self._release(held)
-
-    def _locked_finish(self, pool, image_id, what):
+    def _finish(self, record, what, url):
         """Register the location of an upload that was killed once its clone was complete
-        (its `snap` made) and before Glance had it: the image goes active with the bytes
-        the volume had when the upload began, as the upload would have left it. True when
-        done; False when it must be rolled back (Glance refused it) or left for later."""
-        held = self._upload_locks(image_id, what)
-        if held is None:
-            return True  # an upload runs: it is the upload's to finish
-        try:
-            state = glance_mod.location_state(self.glance, image_id)
-            if state.state != glance_mod.IDLE:
-                self.keep(what, state.why)
-                return True
-            url = clone_location(self.c.fsid(), pool, image_id)
-            if self.dry_run:
-                self.plan.append({"what": what, "reason": f"would register {url}"})
-                return True
-            try:
-                _, before = self.glance.add_location(image_id, url)
-                glance_mod.wait_active(self.glance, image_id, FINISH_TIMEOUT, url, before)
-            except exc.GlanceError as e:
-                if isinstance(e, exc.LocationRefused) or (e.status is not None and 400 <= e.status < 500):
-                    LOG.warning("purge: Glance refused %s for %s (%s): rolling it back", url,
-                                what, e)
-                    return False
-                self.keep(what, f"registering {url} did not finish ({e}): next run")
-                return True
-            LOG.info("purge: finished %s: registered %s (its upload was interrupted after "
-                     "its clone was complete)", what, url)
-            self.finished.append(what)
+        (its `snap` made) and before Glance had it (its image idle): the image goes active
+        with the bytes the volume had when the upload began, as the upload would have left
+        it. True when done or left for later; False when Glance refused it (roll back)."""
+        if self.dry_run:
+            self.plan.append({"what": what, "reason": f"would register {url}"})
             return True
+        try:
+            _, before = self.glance.add_location(record.image_id, url)
+            glance_mod.wait_active(self.glance, record.image_id, FINISH_TIMEOUT, url, before)
+        except exc.GlanceError as e:
+            if isinstance(e, exc.LocationRefused) or (e.status is not None and 400 <= e.status < 500):
+                LOG.warning("purge: Glance refused %s for %s (%s): rolling it back", url, what, e)
+                return False
+            self.keep(what, f"registering {url} did not finish ({e}): next run")
+            return True
+        LOG.info("purge: finished %s: registered %s (its upload was interrupted after its "
+                 "clone was complete)", what, url)
+        self.journal.complete(record)
+        self.finished.append(what)
+        return True
+
+    def journaled_uploads(self):
+        """The journal's open records whose upload no longer runs (its image-id lock is
+        free): an upload interrupted, or whose rollback was incomplete. What a record
+        names is ours, and nothing else is looked at: with finish, a clone that was
+        complete (its `snap` made) and whose image is queued with nothing in flight is
+        registered; else, once Glance will never reference it, the clone and the upload
+        snapshot go, then the record. One Glance request (or two) per open record; none
+        for a completed upload."""
+        for record in list(self.records.values()):
+            if not record.open or record.image_pool not in self.ipools:
+                continue  # completed, or a pool we do not purge (another cluster's store)
+            what = f"{record.image_pool}/{record.image_id}"
+            try:
+                self._journaled_upload(record, what)
+            except exc.CephError as e:
+                self.skip(what, e)
+
+    def _journaled_upload(self, record, what):
+        """One open record, under its upload lock (taken first: an upload in flight costs
+        no Glance request), then one look at its image."""
+        held = self._upload_locks(record.image_id, what)
+        if held is None:
+            return  # an upload runs, or none can be ruled out: kept, with the reason
+        try:
+            # before the registration step no location task of ours can exist: the
+            # image alone tells (one request); from it on, its tasks too
+            state = self.location_state(record.image_id,
+                                        tasks=record.step == journal.REGISTERING)
+            url = clone_location(self.c.fsid(), record.image_pool, record.image_id)
+            if state.state in (glance_mod.ACTIVE, glance_mod.LOCATED) and state.holds(url):
+                if state.state == glance_mod.ACTIVE and not self.dry_run:
+                    self.journal.complete(record)  # it ended before it could say so
+                return
+            if not state.orphaned:
+                self.keep(what, f"journaled upload: {state.why}")
+                return
+            if (self.finish and state.state == glance_mod.IDLE
+                    and record.step in (journal.IMAGE_SNAPSHOT, journal.REGISTERING)
+                    and self._has_image_snap(record) and self._finish(record, what, url)):
+                return
+            vsnap = footprint.upload_snap_name(record.image_id)
+            self.act(what, f"clone of a failed upload (journaled, step {record.step}): "
+                     f"{state.why}; with its upload snapshot {record.volume_pool}/"
+                     f"{record.volume}@{vsnap}", lambda: self._remove_upload(record))
+        except _Kept as k:
+            self.keep(what, str(k))
         finally:
             self._release(held)
 
-    def orphans(self, pool):
-        """Clones of a failed upload: <image id> in a Glance pool that an upload of ours
-        made (footprint.upload_of), whose Glance image is gone or will never reference
-        it, with their upload snapshots."""
-        snaps = {}
+    def _forget(self, name):
+        """The records of an image whose trash entry the purge removed."""
+        if name in self.records:
+            self.journal.forget(self.records.pop(name))
+        if name in self.sources:
+            self.sources.pop(name)
+            self.journal.forget_source(name)
 
-        def upload_snaps():  # listed once, and only if a parentless candidate needs it
-            if "all" not in snaps:
-                snaps["all"] = footprint.upload_snaps_of_pool(self.c, self.vpool)
-            return snaps["all"]
-        for name in self.c.list_images(pool):
-            if not footprint.is_image_name(name):
-                continue
-            what = f"{pool}/{name}"
+    def completed_uploads(self):
+        """Completed records whose clone is gone (Glance deleted the image, or the purge
+        removed its trash entry): the upload snapshot Glance's user could not drop goes
+        (unless clones need it), then the record. Which clones are gone is one read of
+        each pool's directory for all records at once (and the trash listing
+        image_trash made): the journal of a busy cloud holds every upload."""
+        gone = []
+        for pool, trashed in self.trashed.items():  # pools whose trash we could read
+            done = [r.image_id for r in self.records.values()
+                    if not r.open and r.image_pool == pool and r.image_id not in trashed]
+            sources = [r.image_id for r in self.sources.values()
+                       if r.image_pool == pool and r.image_id not in trashed]
             try:
-                found = footprint.upload_of(self.c, self.vpool, pool, name,
-                                            upload_snaps=upload_snaps)
-            except exc.CephNotFound:
+                live = self.c.existing_images(pool, done + sources)
+            except exc.CephError as e:
+                self.skip(f"the images of {pool}", e)
                 continue
-            if found is None:
-                continue  # not ours: an image Glance wrote, or another tool's
-            state = glance_mod.location_state(self.glance, name)
-            if not state.orphaned:
-                continue
-            if self.finish and found.complete and state.state == glance_mod.IDLE:
-                if self._locked_finish(pool, name, what):
-                    continue  # registered: the image is active with its clone
-            if self.c.children(pool, name):
-                self.keep(what, f"orphan ({state.why}) but clones depend on it")
-                continue
+            gone += sorted(set(done) - live)
+            for image_id in sorted(set(sources) - live):  # Glance removed it: nothing to do
+                if not self.dry_run:
+                    self.journal.forget_source(image_id)
+        for image_id in gone:
+            record = self.records[image_id]
+            what = f"{record.image_pool}/{image_id}"
+            try:
+                if self.dry_run:
+                    LOG.info("purge (dry run): would forget the record of %s: its clone is "
+                             "gone", what)
+                    continue
+                self._remove_upload(record)
+                self.forgotten.append(what)
+                LOG.info("purge: forgot the record of %s: its clone is gone", what)
+            except exc.CephError as e:
+                self.skip(what, e)
+            except _Kept as k:
+                self.keep(what, str(k))
 
-            def remove(name=name, found=found):
-                for s in self.c.snaps(pool, name):
-                    self.c.remove_snap_by_id(pool, s["id"], name=name)
-                self.c.remove(pool, name)  # Ceph drops a trash-namespace parent snapshot
+    def _has_image_snap(self, record):
+        """True if the clone has glance_store's `snap` (protected here if the upload died
+        between its creation and its protection: glance_store's delete unprotects it)."""
+        try:
+            snap = next((s for s in self.c.snaps(record.image_pool, record.image_id)
+                         if s["name"] == footprint.IMAGE_SNAP), None)
+            if snap is not None and not snap["protected"] and not self.dry_run:
+                self.c.protect_snap(record.image_pool, record.image_id, footprint.IMAGE_SNAP)
+            return snap is not None
+        except exc.CephNotFound:
+            return False
+
+    def _remove_upload(self, record):
+        """Remove what the record names, then the record: the clone (unless volumes
+        were cloned from it: then it stays, and so does the record; and only once the
+        record says the clone step began: before it, an image of that name is not
+        ours), its upload snapshot on the volume (none left once Ceph dropped a
+        trash-namespace one)."""
+        pool, image_id = record.image_pool, record.image_id
+        if record.step not in (journal.BEGUN, journal.VOLUME_SNAPSHOT):
+            try:
+                if self.c.children(pool, image_id):
+                    raise _Kept("volumes were cloned from it")
+                for s in self.c.snaps(pool, image_id):
+                    self.c.remove_snap_by_id(pool, s["id"], name=image_id)
+                self.c.remove(pool, image_id)  # Ceph drops a trash-namespace parent snapshot
                 steps.reached("purge.removed")
-                # a user-namespace one (the upload died before removing it) is ours too
-                try:
-                    vsnaps = self.c.snaps(self.vpool, found.volume)
-                except exc.CephNotFound:
-                    return  # the volume is gone, and its snapshots with it
-                for s in vsnaps:
-                    if s["original"] == found.upload_snap and not self.c.snap_has_children(
-                            self.vpool, s["id"], name=found.volume):
-                        self.c.remove_snap_by_id(self.vpool, s["id"], name=found.volume)
-                        self.snaps_removed.append(f"{self.vpool}/{found.volume}@{s['original']}")
-            kind = (" killed inside librbd's clone (no parent, no snapshot, no data)"
-                    if found.kind == footprint.HALF_MADE else "")
-            reason = (f"clone of a failed upload{kind}: {state.why}; with its upload snapshot "
-                      f"{self.vpool}/{found.volume}@{found.upload_snap}")
-            try:
-                self._locked_act(name, what, reason, remove)
             except exc.CephNotFound:
-                continue
+                pass  # never made, or removed already
+        vsnap = footprint.upload_snap_name(image_id)
+        try:
+            for s in self.c.snaps(record.volume_pool, None, image_id=record.volume_id):
+                if s["original"] == vsnap and not self.c.snap_has_children(
+                        record.volume_pool, s["id"], image_id=record.volume_id):
+                    self.c.remove_snap_by_id(record.volume_pool, s["id"],
+                                             image_id=record.volume_id)
+                    self.snaps_removed.append(f"{record.volume_pool}/{record.volume}@{vsnap}")
+        except exc.CephNotFound:
+            pass  # the volume is gone, and its snapshots with it
+        self.journal.forget(record)
 
     def round(self):
         count = len(self.removed) + len(self.snaps_removed)
+        # every record of the pool in one read: a run costs O(records), not O(pools)
+        self.records = {r.image_id: r for r in self.journal.records()}
+        self.sources = {r.image_id: r for r in self.journal.records(journal.SourceRecord)}
         with self.timer.step("volume_trash"):
             self.volume_trash()
         if self.glance is not None:
-            with self.timer.step("orphans"):
-                for pool in self.ipools:
-                    self.orphans(pool)
+            with self.timer.step("journaled_uploads"):
+                self.journaled_uploads()
         with self.timer.step("volume_snapshots"):
             if self.scan_volumes:
                 self.volume_snapshots()
@@ -482,7 +571,12 @@ class _Purge:
             self.deleted_volumes()
         with self.timer.step("image_trash"):
             for pool in self.ipools:
-                self.image_trash(pool)
+                try:
+                    self.image_trash(pool)
+                except exc.CephError as e:  # its trash unreadable: the other pools go on
+                    self.skip(f"the trash of {pool}", e)
+        with self.timer.step("completed_uploads"):
+            self.completed_uploads()
         return len(self.removed) + len(self.snaps_removed) > count
 
 
@@ -491,33 +585,40 @@ class _Kept(Exception):
 
 
 def purge(cluster, volume_pool, image_pools=(), include_unmarked=False, scan_volumes=True,
-          max_rounds=10, glance=None, dry_run=False, reap_locks=None, scan_limit=None,
-          scan_after=None, finish=False):
+          max_rounds=10, glance=None, dry_run=False, reap_locks=None, finish=False,
+          glance_sees_all=None):
     """Reclaim what deletions left once nothing depends on it. Idempotent, any order.
 
     volume_pool: Cinder's pool; image_pools: the Glance rbd pools of this cluster.
     1. volume-pool trash entries (source user) with our mark (and, with
        include_unmarked, Cinder's deferred deletions) that nothing needs;
-    2. with glance (a cinder_ext.glance.Glance): clones of failed uploads in the image
-       pools (named <image id>, parent our image-<image id>) whose image Glance will
-       never reference, with their upload snapshots; with finish, one whose clone was
-       complete (its `snap` made) and whose image is queued is registered instead;
-    3. (scan_volumes) upload snapshots of live volumes no clone needs: trash namespace
-       (Glance's user could not drop them), or user namespace of a failed upload (glance);
+    2. with glance (a cinder_ext.glance.Glance): the uploads the intent journal
+       (cinder_ext.journal) holds open and that no longer run, whose image Glance will
+       never reference: what the record names (clone, upload snapshot), then the record;
+       with finish, one whose clone was complete (its `snap` made) and whose image is
+       queued with nothing in flight is registered instead. Nothing else in the image
+       pools is looked at;
+    3. (scan_volumes) upload snapshots of live volumes in the trash namespace that no
+       clone needs (Glance's user could not drop them);
     4. upstream Cinder's <volume>.deleted that nothing needs any more;
     5. image-pool trash entries (source user, UUID name) Glance's delete left, ours by
-       parent or mark, once no clone needs them.
+       a journal record or mark, once no clone needs them.
+    glance_sees_all: whether glance's identity sees every image (default: asked of it);
+    if not, a 404 is "unknown", never "gone". One object that cannot be handled is
+    logged and kept; the run goes on.
     Removing one can free another (chains through both pools): rounds repeat while they
     remove something, so one purge reclaims a whole chain. dry_run: one round, nothing
     removed, result["would_remove"] lists what would go (later rounds may add more).
-    scan_limit, scan_after: step 3 looks at scan_limit volumes after the scan_after
-    cursor (a periodic run's bounded share); result["scan_next"] is the next cursor.
+    6. completed journal records whose clone is gone: the upload snapshot no clone
+       needs, then the record (one directory read per pool for all of them).
     reap_locks (default: scan_volumes): remove the lock objects dead holders left
     (cinder_ext.locks.reap_lock_objects).
     """
     timer, started = Timer(), time.monotonic()
+    if glance is not None and glance_sees_all is None:
+        glance_sees_all = bool(glance.sees_every_image())
     run = _Purge(cluster, volume_pool, image_pools, include_unmarked, scan_volumes, glance,
-                 dry_run, timer, scan_limit, scan_after, finish)
+                 dry_run, timer, finish, bool(glance_sees_all))
     for _ in range(1 if dry_run else max_rounds):
         run.kept = []
         if not run.round():
@@ -538,7 +639,8 @@ def purge(cluster, volume_pool, image_pools=(), include_unmarked=False, scan_vol
                         reaped.append(obj)
     out = {"pools": [volume_pool, *run.ipools], "removed": run.removed, "kept": run.kept,
            "snapshots_removed": run.snaps_removed, "lock_objects_removed": reaped,
-           "dry_run": dry_run, "scan_next": run.scan_next, "finished": run.finished}
+           "dry_run": dry_run, "records_forgotten": run.forgotten,
+           "finished": run.finished}
     if dry_run:
         out["would_remove"] = run.plan
     else:

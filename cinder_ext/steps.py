@@ -8,6 +8,7 @@ left is finished, rolled back or reclaimed. The names, in the order they are rea
 
 UPLOAD_CLONE = (
     "clone.recovered",
+    "clone.journaled",             # the intent journal's record is written
     "clone.volume_snapshot_created",
     "clone.volume_snapshot_protected",
     "clone.cloned",

@@ -29,6 +29,7 @@ from cinder_ext import exceptions as exc
 from cinder_ext import footprint
 from cinder_ext import glance as glance_mod
 from cinder_ext import independent
+from cinder_ext import journal
 from cinder_ext import locks
 from cinder_ext import snapshot_gate
 from cinder_ext.depth import clone_depth
@@ -244,15 +245,18 @@ def _finished_earlier(ceph, glance, options, pool, name, image_id, image, decide
     url = clone_mod.image_location(again, image_id).url
     if image.get("status") == "active" and url not in glance_mod.urls_of(image):
         return None
-    found = footprint.upload_of(ceph, pool, again.pool, image_id)
-    if found is None or not found.is_of(pool, name, ceph.info(pool, name)["id"]):
-        held = (f"a clone of {found.volume_pool}/{found.volume}" if found and found.kind ==
-                footprint.CLONE else f"an image of {found.volume_pool}/{found.volume}" if found
-                else "another image")
+    record = journal.Journal(ceph, pool).get(image_id)
+    if (record is None or record.image_pool != again.pool
+            or record.volume_id != ceph.info(pool, name)["id"]):
+        held = ("no upload of ours" if record is None else
+                f"{'a clone' if record.kind == journal.CLONE else 'an image'} of "
+                f"{record.volume_pool}/{record.volume}")
         raise exc.CinderExtError(f"image {image_id} is already {image.get('status')} and holds "
                                  f"{held}, not of {pool}/{name}; not uploading over it")
     with timer.step("active"):
         glance_mod.wait_active(glance, image_id, options.clone_active_timeout, url)
+    if record.open:
+        journal.Journal(ceph, pool).complete(record)
     LOG.info("Upload of volume %s/%s to image %s: finished by an earlier attempt",
              pool, name, image_id)
     return again, url

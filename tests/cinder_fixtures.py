@@ -22,6 +22,7 @@ import rados
 import rbd
 
 from cinder_ext import clone
+from cinder_ext import journal
 from cinder_ext import locks
 from cinder_ext import opts
 from cinder_ext.glance import Glance
@@ -159,6 +160,23 @@ request_timeout = 60
         with rbd.Image(self.io[pool or self.vpool], name, snapshot=snapshot, read_only=True) as img:
             size = img.size()
             return _sha(img.read(off, min(4 * MiB, size - off)) for off in range(0, size, 4 * MiB))
+
+    def journal_open(self, volume, image_id, step):
+        """The intent record an upload of volume to image_id writes before its first step
+        (cinder_ext.journal), as an upload killed at `step` leaves it: written raw, as
+        librados sees it."""
+        with rbd.Image(self.io[self.vpool], volume, read_only=True) as img:
+            volume_id = img.id()
+        record = journal.UploadRecord(image_id, self.ipool, self.vpool, volume, volume_id,
+                                      step=step)
+        io = self.io[self.vpool]
+        io.set_namespace(journal.JOURNAL_NAMESPACE)
+        try:
+            with rados.WriteOpCtx() as op:
+                io.set_omap(op, (record.key,), (record.encode(),))
+                io.operate_write_op(op, journal.JOURNAL_OBJECT)
+        finally:
+            io.set_namespace("")
 
     # -- Glance ---------------------------------------------------------------------------------
     def image(self, disk_format="raw", container_format="bare"):

@@ -101,3 +101,45 @@ def test_an_upload_in_flight_survives_the_other_releases_purge(cinder_env, old_t
     assert json.loads(out)["method"] == "clone", out
     assert env.get_image(image_id)["status"] == "active"
     assert env.image_sha(image_id) == sha
+
+
+def _cli(conf, *args, tree=None):
+    env = dict(os.environ, PYTHONPATH=tree) if tree else dict(os.environ)
+    proc = subprocess.run([sys.executable, "-m", "cinder_ext.cli", "--config-file", conf, *args],
+                          cwd=tree or ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_the_previous_releases_clone_uploads_are_adopted_once_and_purged_after_their_deletes(
+        cinder_env, old_tree):
+    """The previous release kept no journal: `adopt` (dry run first) journals its clone
+    uploads, which stay readable; once Cinder and Glance delete them, the purge reclaims
+    them like any upload of this release's (the image trashed for a volume cloned from it
+    included), and both pools are back at the baseline."""
+    env = cinder_env
+    conf = env.conf()
+    vols, images = [env.volume(16 * MiB), env.volume(16 * MiB)], [env.image(), env.image()]
+    shas = [env.volume_sha(v) for v in vols]
+    for vol, image_id in zip(vols, images):
+        assert _cli(conf, "upload", vol, image_id, tree=old_tree)["method"] == "clone"
+    wanted = sorted(f"{env.ipool}/{i} <- {env.vpool}/{v} (complete)" for v, i in zip(vols, images))
+    plan = _cli(conf, "adopt", "--dry-run")
+    assert sorted(plan["adopted"]) == wanted and plan["dry_run"], plan
+    assert _cli(conf, "adopt", "--dry-run") == plan  # a dry run writes nothing
+    assert sorted(_cli(conf, "adopt")["adopted"]) == wanted
+    assert _cli(conf, "adopt")["adopted"] == []  # once
+    for image_id, sha in zip(images, shas):
+        assert env.image_sha(image_id) == sha
+    # a volume cloned from the first image: Glance's delete then trashes that image
+    clone = f"volume-clone-{os.urandom(4).hex()}"
+    _cli(conf, "create-volume", images[0], clone)
+    for image_id in images:
+        env.glance().delete_image(image_id)
+        env.images.remove(image_id)
+    for name in [clone, *vols]:
+        _cli(conf, "delete-volume", name)
+    env.volumes[:] = [v for v in env.volumes if v not in vols]
+    _cli(conf, "purge")
+    assert env.new_state(env.baseline) == {env.vpool: {"images": {}, "trash": []},
+                                           env.ipool: {"images": {}, "trash": []}}

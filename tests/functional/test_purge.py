@@ -23,7 +23,7 @@ from cinder_ext import purge as purge_mod
 from cinder_ext import footprint
 from tests import fault_injection
 from cinder_ext.locks import ImageLock
-from cinder_ext.create import CLONED_MARK
+from cinder_ext.footprint import CLONED_MARK
 from cinder_ext.glance import Glance
 from cinder_ext.ceph import snapshots_of
 from cinder_ext.upload import connect

@@ -171,12 +171,14 @@ def test_retry_removes_the_remains_of_a_clone_killed_inside_librbd(cinder_env):
     """librbd's clone creates <image id>, then attaches its parent: a kill in between leaves
     an image with no parent, no snapshot and no data (issue 15, finding 5: the retry used to
     take it for a foreign image and copy, and Glance then failed on the taken name). Made
-    here as exactly that state: the upload snapshot image-<image id> on the volume (made
-    before the clone), and an empty image of the name."""
+    here as exactly that state: the upload's journal record (step cloned), the upload
+    snapshot image-<image id> on the volume (made before the clone), and an empty image
+    of the name."""
     import rbd
     env = cinder_env
     vol = env.volume(16 * MiB)
     sha, image_id, before = env.volume_sha(vol), env.image(), env.pool_state()
+    env.journal_open(vol, image_id, "cloned")
     with rbd.Image(env.io[env.vpool], vol) as v:
         v.create_snap(volume_snapshot_name(image_id))
     rbd.RBD().create(env.io[env.ipool], image_id, 16 * MiB, old_format=False)

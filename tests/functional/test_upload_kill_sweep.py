@@ -186,13 +186,15 @@ def test_purge_takes_what_a_kill_inside_librbds_clone_leaves(cinder_env):
     """Found by the 25 ms sweep (t=1225 ms, (b)): killed inside librbd's clone, after it
     made the child and before it attached the parent, the upload leaves <image id> with no
     parent, no snapshot and no data, next to the volume's upload snapshot image-<image id>
-    (user namespace). Cinder deletes the image; one purge must take both (it took the
-    snapshot and left the image, which is no clone). A parentless image with data, and an
-    empty one without an upload snapshot of its name (another tool's), stay."""
+    (user namespace), and its journal record (step cloned). Cinder deletes the image; one
+    purge must take both (it took the snapshot and left the image, which is no clone). A
+    parentless image with data, and an empty one, both without a record (another
+    tool's, whatever snapshot a volume of ours has of its name), stay."""
     env = cinder_env
     conf = env.conf()
     vol, image_id, with_data = env.volume(8 * MiB), env.image(), env.image()
     plain = str(uuid.uuid4())
+    env.journal_open(vol, image_id, "cloned")
     with rbd.Image(env.io[env.vpool], vol) as img:
         img.create_snap(f"image-{image_id}")
         img.create_snap(f"image-{with_data}")
@@ -208,8 +210,8 @@ def test_purge_takes_what_a_kill_inside_librbds_clone_leaves(cinder_env):
         state = env.pool_state()
         assert image_id not in state[env.ipool]["images"], purge.stdout
         assert ("user", f"image-{image_id}", False) not in state[env.vpool]["images"][vol]
-        assert "killed inside librbd's clone" in json.loads(purge.stdout)["reasons"][
-            f"{env.ipool}/{image_id}"]
+        assert "clone of a failed upload (journaled, step cloned)" in json.loads(
+            purge.stdout)["reasons"][f"{env.ipool}/{image_id}"]
         assert with_data in state[env.ipool]["images"] and plain in state[env.ipool]["images"]
     finally:
         for name in (with_data, plain):

@@ -187,26 +187,20 @@ def test_trash_entries_are_read_as_librbd_writes_them(source, name):
     assert ceph._decode_trash_spec("x", b"\x02\x01") is None
 
 
-class _Listing:
-    """A pool listing (the batching under test, not Ceph's behaviour)."""
+@pytest.mark.parametrize("glance,sees_all,state", [
+    (_Glance(None), True, glance_mod.GONE),
+    (_Glance(None), False, glance_mod.UNKNOWN),         # a 404 to one who cannot see all
+    (_Glance({"status": "deleted"}), False, glance_mod.GONE),  # Glance said so, whoever asks
+    (_Glance({"status": "queued"}), False, glance_mod.IDLE),
+])
+def test_a_404_is_gone_only_to_an_identity_that_sees_every_image(glance, sees_all, state):
+    run = purge_mod._Purge(None, "volumes", ["images"], False, False, glance, False, None,
+                           glance_sees_all=sees_all)
+    got = run.location_state("0b3cf9a4-6c43-4c1a-9d3e-3f0e7ad7c5a1")
+    assert got.state == state and got.orphaned is (state in (glance_mod.GONE, glance_mod.IDLE))
 
-    def __init__(self, names):
-        self.names = names
 
-    def list_images(self, pool):
-        return list(self.names)
-
-
-def test_a_bounded_volume_scan_covers_every_volume_in_turn():
-    names = [f"volume-{i:03d}" for i in range(10)] + ["volume-x.deleted"]
-    seen, after = [], None
-    for _ in range(4):  # 10 volumes, 3 a run: four runs cover all, wrapping around
-        run = purge_mod._Purge(_Listing(names), "volumes", (), False, True, None, False,
-                            None, scan_limit=3, scan_after=after)
-        batch = run._volumes_to_scan()
-        assert len(batch) == 3 and "volume-x.deleted" not in batch
-        seen += batch
-        after = run.scan_next
-    assert set(seen) == {n for n in names if not n.endswith(".deleted")}
-    whole = purge_mod._Purge(_Listing(names), "volumes", (), False, True, None, False, None)
-    assert len(whole._volumes_to_scan()) == 10  # no limit: every volume, every run
+def test_before_the_registration_step_a_queued_image_is_idle_without_its_tasks():
+    glance = _Glance({"status": "queued"}, [{"type": "location_import", "status": "processing"}])
+    assert glance_mod.location_state(glance, "i", tasks=False).state == glance_mod.IDLE
+    assert glance_mod.location_state(glance, "i").state == glance_mod.REGISTERING

@@ -32,3 +32,31 @@ def test_holder_in_words_names_its_client_not_its_pid_alone():
     h = {"gid": 7, "addr": "10.0.0.1:0/1", "desc": '{"op": "upload", "host": "h", "pid": 1}'}
     assert locks._who(h) == "client.7 at 10.0.0.1:0/1 (op upload, host h, pid 1)"
     assert locks._who({"gid": 7, "addr": None, "desc": "not json"}) == "client.7 at ?"
+
+
+class _Unknowable:
+    """A lock held by client.7, whose watchers cannot be listed (the `rados` command
+    absent or failing); records whether anyone is blocklisted or a lock broken."""
+
+    def __init__(self):
+        self.fenced = []
+
+    def lock_info(self, pool, obj, name, namespace=""):
+        return [{"entity": (8, 7), "gid": 7, "cookie": "c", "addr": "10.0.0.1:0/1",
+                 "desc": "{}"}], 1
+
+    def list_watchers(self, pool, obj, namespace=""):
+        raise exc.CephError("list watchers of images/rbd_clone_lock.x: [Errno 2] No such "
+                            "file or directory: 'rados'")
+
+    def blocklist(self, addr, expire):
+        self.fenced.append(addr)
+
+    def break_lock(self, *a, **kw):
+        self.fenced.append("broken")
+
+
+def test_a_holder_whose_liveness_is_unknown_is_alive_never_blocklisted():
+    ceph = _Unknowable()
+    live = locks.ObjectLock(ceph, "images", "x")._live_holders()
+    assert [h["gid"] for h in live] == [7] and ceph.fenced == []

@@ -2,10 +2,12 @@
 and purge's rule for a flattened image; fakes record the Ceph calls (the real cluster is
 tests/functional/test_upload_independent.py's)."""
 
+import dataclasses
+
 import pytest
 from oslo_config import cfg
 
-from cinder_ext import clone, footprint, independent, opts
+from cinder_ext import clone, footprint, independent, journal, opts
 from cinder_ext import exceptions as exc
 from cinder_ext.ceph import TRASH_NAMESPACE, USER_NAMESPACE
 from cinder_ext.decision import Clone
@@ -48,11 +50,19 @@ class FakeCeph:
     def __init__(self, images=None, fail=None):
         self.images = images or {}
         self.calls, self.fail = [], fail or {}
+        self.omap = {}  # the volume pool's journal object
 
     def _rec(self, op, *args):
         self.calls.append((op, *args))
         if op in self.fail:
             raise self.fail[op]
+
+    def exists(self, pool, name):
+        return (pool, name) in self.images
+
+    def omap_get(self, pool, obj, prefix="", after="", limit=None, namespace=""):
+        assert (pool, obj, namespace) == ("volumes", journal.JOURNAL_OBJECT, journal.JOURNAL_NAMESPACE)
+        return sorted((k, v) for k, v in self.omap.items() if k.startswith(prefix) and k > after)[:limit]
 
     def metadata_get(self, pool, key, name=None, image_id=None):
         if (pool, name) not in self.images:
@@ -135,23 +145,33 @@ def test_a_flatten_another_client_finished_first_is_a_success():
     assert [c[0] for c in ceph.calls] == ["metadata_set", "flatten"]
 
 
-def test_a_flattened_image_is_ours_by_its_mark_only_for_our_volume():
-    ours = FakeCeph({("images", IMAGE): {"meta": {footprint.INDEPENDENT_MARK: "volumes/volume-1"}}})
-    assert _tx(ours)._clone_is_ours() is True
-    by_id = FakeCeph({("images", IMAGE): {"meta": {
-        footprint.INDEPENDENT_MARK: "volumes/volume-1#id-volume-1"}}})
-    assert _tx(by_id)._clone_is_ours() is True
-    # a mark naming our volume but another RBD image id: renamed, not ours
-    renamed = FakeCeph({("images", IMAGE): {"meta": {
-        footprint.INDEPENDENT_MARK: "volumes/volume-1#id-of-another"}}})
-    with pytest.raises(exc.CloneFailed):
-        _tx(renamed)._clone_is_ours()
-    other = FakeCeph({("images", IMAGE): {"meta": {footprint.INDEPENDENT_MARK: "volumes/volume-2"}}})
-    tx = _tx(other)
+def _journaled(ceph, **fields):
+    record = journal.UploadRecord(IMAGE, "images", "volumes", "volume-1", "id-volume-1")
+    record = dataclasses.replace(record, **fields)
+    ceph.omap[record.key] = record.encode()
+    return ceph
+
+
+def _is_ours(ceph):
+    tx = _tx(ceph)
+    tx.earlier_open = tx._earlier_attempt_is_ours()
+    return tx._clone_is_ours()
+
+
+def test_an_image_is_an_earlier_attempts_only_by_an_open_journal_record():
+    marked = {("images", IMAGE): {"meta": {footprint.INDEPENDENT_MARK: "volumes/volume-1#id-volume-1"}}}
+    # our mark alone proves nothing: librbd copies it into Nova's clones and snapshots
     with pytest.raises(exc.CloneFailed) as e:
-        tx._clone_is_ours()
+        _is_ours(FakeCeph(dict(marked)))
     assert e.value.reason == "target-exists"
-    assert _tx(FakeCeph())._clone_is_ours() is False
+    assert _is_ours(_journaled(FakeCeph(dict(marked)))) is True
+    # a record of another volume (or of our volume's name, renamed: another RBD id)
+    with pytest.raises(exc.CloneFailed):
+        _is_ours(_journaled(FakeCeph(dict(marked)), volume_id="id-of-another"))
+    # a completed upload is Glance's image now, never an earlier attempt's leftover
+    with pytest.raises(exc.CloneFailed):
+        _is_ours(_journaled(FakeCeph(dict(marked)), state=journal.COMPLETE))
+    assert _is_ours(_journaled(FakeCeph())) is False  # nothing there: nothing to recover
 
 
 def test_result_says_independent_and_keeps_the_clone_shape():
