@@ -71,7 +71,6 @@ CONF.register_opts(DRIVER_OPTS, group=configuration.SHARED_CONF_GROUP)
 
 POLL_INTERVAL = 0.1  # seconds between polls of an image Glance is activating
 LOCK_REAP_INTERVAL = 3600  # seconds between the purge's sweeps for dead lock objects
-VOLUME_SCAN_PER_RUN = 200  # volumes whose snapshots one periodic purge looks at
 
 
 def _unwrap(obj):
@@ -178,11 +177,23 @@ class CinderGlance:
         the image); [] when the image is gone. Any other failure raises: "could not tell"
         must never read as "nothing running" (a rollback would remove a clone Glance is
         registering)."""
+        op = f"list tasks of image {image_id}"
         try:
-            body = self._call(f"list tasks of image {image_id}", "get_associated_image_tasks",
-                              image_id, privileged=self.privileged)
+            body = self._call(op, "get_associated_image_tasks", image_id,
+                              privileged=self.privileged)
         except exc.GlanceNotFound:
             return []
+        except exc.GlanceError as e:
+            if e.status != 501:
+                raise
+            # glanceclient refuses the call, without sending it, unless Glance's version
+            # document lists v2.12, which a single-store Glance never does: the route
+            # itself is served, so ask it directly
+            try:
+                _resp, body = self._call(op, "get", f"/v2/images/{image_id}/tasks",
+                                         controller="http_client", privileged=self.privileged)
+            except exc.GlanceNotFound:
+                return []
         return list(dict(body).get("tasks", []))
 
     def sees_every_image(self):
@@ -205,7 +216,9 @@ class CinderGlance:
         # [glance] service user alone, to whom a member's private image does not exist.
         # validation_data {}: Glance 33 validates it (a 'store' key there is a 400); Glance
         # finds the store from the rbd URL
-        self._call(op, "add_image_location", image_id, url, {})
+        # privileged (the purge finishing an interrupted upload, for no user): Cinder's
+        # own credentials; an admin context alone carries no token (Glance: 401)
+        self._call(op, "add_image_location", image_id, url, {}, privileged=self.privileged)
         return "cinder", before
 
 
@@ -269,7 +282,6 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
         self._purge_task = None
         self._glance_admin = None
         self._next_lock_reap = 0.0
-        self._scan_next = None  # where the next purge's look at volumes' snapshots goes on
         # volumes whose delete runs our path: upstream's removal of them is not redirected
         self._deleting_ours = set()
         # volume name -> its clone parent, as upstream's delete found it (_get_clone_info)
@@ -404,11 +416,20 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
             parent = self._parents_seen[volume.name]
         finally:
             self._parents_seen.pop(volume.name, None)
-        if parent and parent[1] and not _native_executor()(
-                self._snapshot_has_clones, client, parent[1], parent[2]):
-            LOG.info("Dropping %(parent)s@%(snap)s: its clone %(vol)s is deleted",
-                     {"parent": parent[1], "snap": parent[2], "vol": volume.name})
-            self._delete_clone_parent_refs(client, parent[1], parent[2])
+        if not (parent and parent[1]):
+            return
+        native = _native_executor()  # librbd (unprotect, remove_snap) never on the hub
+        try:
+            if not native(self._snapshot_has_clones, client, parent[1], parent[2]):
+                LOG.info("Dropping %(parent)s@%(snap)s: its clone %(vol)s is deleted",
+                         {"parent": parent[1], "snap": parent[2], "vol": volume.name})
+                native(self._delete_clone_parent_refs, client, parent[1], parent[2])
+        except Exception as e:
+            # the volume's RBD image is gone: its delete succeeded, whatever this tidy-up
+            # of its parent does (the parent's own delete walks it again)
+            LOG.warning("Volume %(vol)s is deleted; dropping its parent's %(parent)s@%(snap)s "
+                        "failed (%(err)s): it stays until %(parent)s is deleted",
+                        {"vol": volume.name, "parent": parent[1], "snap": parent[2], "err": e})
 
     # Upstream's create_cloned_volume measures the source's clone chain by opening each
     # parent by name (_get_clone_depth). A parent our delete moved to the trash (images or
@@ -531,9 +552,9 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
         trash purge, but only those a user's delete made: rbd-mirror, live migration and
         librbd own the others).
 
-        Failed uploads' clones are reconciled only when Glance's answers can be trusted
-        for every image (Cinder's [glance] user is an admin): to anyone else a member's
-        private image looks gone (404), and its clone would be taken for an orphan.
+        Failed uploads are the intent journal's open records. A 404 from Glance counts as
+        "gone" only when Cinder's [glance] user is an admin (sees every image): to anyone
+        else a member's private image looks gone too, and is kept.
         """
         # lock objects dead holders left: a listing of every object of the pools, so at
         # most once per LOCK_REAP_INTERVAL (the next taker of such a lock breaks it anyway)
@@ -548,13 +569,13 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
                 LOG.warning("Purge: cannot read Glance's stores detail (%s); this run "
                             "purges the backend's pool only", e)
             pools = purge_mod.image_pools(stores, ceph.fsid()) if stores else ()
-            trusted = glance if pools and self._glance_sees_every_image(glance) else None
+            glance = glance if pools else None
+            sees_all = self._glance_sees_every_image(glance) if glance is not None else False
             return purge_mod.purge(ceph, self.configuration.rbd_pool, pools,
                                    include_unmarked=self.configuration.enable_deferred_deletion,
-                                   glance=trusted, reap_locks=reap, finish=trusted is not None,
-                                   scan_limit=VOLUME_SCAN_PER_RUN, scan_after=self._scan_next)
+                                   glance=glance, glance_sees_all=sees_all, reap_locks=reap,
+                                   finish=glance is not None, scan_volumes=False)
         out = self._ceph(run)
-        self._scan_next = out["scan_next"]
         if reap:
             self._next_lock_reap = time.monotonic() + LOCK_REAP_INTERVAL
         for what in out["removed"] + out["snapshots_removed"]:
