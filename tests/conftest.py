@@ -196,7 +196,8 @@ def pytest_xdist_make_scheduler(config, log):
     that chain. (xdist's loadgroup marks would say the same, but pytest 9 no longer
     reports the group in the node ids they rely on.)"""
     from xdist.scheduler import LoadScopeScheduling
-    own_clouds = ("tests/cloud/test_releases.py",)  # the SLURP series' clouds
+    # the SLURP series' clouds, and the single-store cloud: each boots a cloud of its own
+    own_clouds = ("tests/cloud/test_releases.py", "tests/cloud/test_single_store.py")
 
     class CloudFirst(collections.OrderedDict):
         """The cloud chain is the longest unit (~26 of ~31 minutes), and its tests load no
