@@ -87,21 +87,17 @@ def _parser():
     pg.add_argument("--dry-run", action="store_true",
                     help="print what would be removed, and why; remove nothing")
 
-    fu = sub.add_parser("flatten-uploads", help="make every clone-uploaded image independent "
-                                               "of its volume (flatten inside Ceph), e.g. "
-                                               "before going back to upstream's driver")
-    fu.add_argument("--image-pool", action="append", default=None, metavar="POOL",
-                    help="Glance pool to look in (repeatable; default: as for purge)")
-    fu.add_argument("--dry-run", action="store_true",
-                    help="list and count them; flatten nothing")
-
-    ad = sub.add_parser("adopt", help="journal the clone uploads an earlier release made, "
-                                      "so that the purge knows them (once, after an upgrade "
-                                      "from 0.2; --dry-run first)")
-    ad.add_argument("--image-pool", action="append", default=None, metavar="POOL",
-                    help="Glance pool to look in (repeatable; default: as for purge)")
-    ad.add_argument("--dry-run", action="store_true",
-                    help="list what would be adopted; write nothing")
+    for name, what, dry_run in (
+            ("flatten-uploads", "make every clone-uploaded image independent of its volume "
+             "(flatten inside Ceph), e.g. before going back to upstream's driver",
+             "list and count them; flatten nothing"),
+            ("adopt", "journal the clone uploads an earlier release made, so that the purge "
+             "knows them (once, after an upgrade from 0.2; --dry-run first)",
+             "list what would be adopted; write nothing")):
+        sp = sub.add_parser(name, help=what)
+        sp.add_argument("--image-pool", action="append", default=None, metavar="POOL",
+                        help="Glance pool to look in (repeatable; default: as for purge)")
+        sp.add_argument("--dry-run", action="store_true", help=dry_run)
 
     ci = sub.add_parser("create-image", help="create a queued image to upload into")
     ci.add_argument("name")

@@ -72,12 +72,7 @@ def nova_io(cinder_env):
     io = env.admin.open_ioctx(NOVA_POOL)
     yield io
     for name in rbd.RBD().list(io):  # what a test left of Nova's, removed as Nova would
-        with rbd.Image(io, name) as img:
-            for s in img.list_snaps():
-                if img.is_protected_snap(s["name"]):
-                    img.unprotect_snap(s["name"])
-                img.remove_snap(s["name"])
-        rbd.RBD().remove(io, name)
+        _remove_image(io, name)
     io.close()
 
 
