@@ -331,7 +331,10 @@ class _Purge:
                 continue
             if not ours:
                 continue  # Nova's, another tool's, or an image that merely has a UUID name
-            if self.glance is not None:
+            # glance_store trashes an image only when Glance deletes it: Glance's word is
+            # asked only where a 404 from it means something (an identity that sees every
+            # image); to any other, a 404 would keep the entry for ever
+            if self.glance is not None and self.glance_sees_all:
                 state = self.location_state(name)
                 if not state.orphaned:
                     self.keep(what, f"Glance may still use it: {state.why}", tid)
