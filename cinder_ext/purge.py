@@ -109,9 +109,14 @@ class _Purge:
             self.plan.append({"what": what, "reason": reason})
             LOG.info("purge (dry run): would remove %s: %s", what, reason)
             return False
-        fn()
+        made = fn()
         self.planned.add(what)
         self.plan.append({"what": what, "reason": reason})
+        if made is False:  # fn found nothing of `what` itself (only its record): say so
+            LOG.info("purge: forgot the record of %s (%s): it was never made, or is gone",
+                     what, reason)
+            self.forgotten.append(what)
+            return True
         LOG.info("purge: removed %s: %s", what, reason)
         (self.snaps_removed if snapshot else self.removed).append(what)
         return True
@@ -529,12 +534,13 @@ class _Purge:
             return False
 
     def _remove_upload(self, record):
-        """Remove what the record names, then the record: the clone (unless volumes
-        were cloned from it: then it stays, and so does the record; and only once the
-        record says the clone step began: before it, an image of that name is not
-        ours), its upload snapshot on the volume (none left once Ceph dropped a
-        trash-namespace one)."""
+        """Remove what the record names, then the record; True if the clone was there
+        to remove. The clone (unless volumes were cloned from it: then it stays, and so
+        does the record; and only once the record says the clone step began: before it,
+        an image of that name is not ours), its upload snapshot on the volume (none left
+        once Ceph dropped a trash-namespace one)."""
         pool, image_id = record.image_pool, record.image_id
+        removed = False
         if record.step not in (journal.BEGUN, journal.VOLUME_SNAPSHOT):
             try:
                 if self.c.children(pool, image_id):
@@ -542,6 +548,7 @@ class _Purge:
                 for s in self.c.snaps(pool, image_id):
                     self.c.remove_snap_by_id(pool, s["id"], name=image_id)
                 self.c.remove(pool, image_id)  # Ceph drops a trash-namespace parent snapshot
+                removed = True
                 steps.reached("purge.removed")
             except exc.CephNotFound:
                 pass  # never made, or removed already
@@ -556,6 +563,7 @@ class _Purge:
         except exc.CephNotFound:
             pass  # the volume is gone, and its snapshots with it
         self.journal.forget(record)
+        return removed
 
     def round(self):
         count = len(self.removed) + len(self.snaps_removed)

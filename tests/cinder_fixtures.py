@@ -224,6 +224,37 @@ request_timeout = 60
         out = self.cluster.admin("rbd", *args, "--format", "json")
         return json.loads(out or "[]")
 
+    def _journal_io(self):
+        io = self.io[self.vpool]
+        io.set_namespace(journal.JOURNAL_NAMESPACE)
+        return io
+
+    def open_records(self):
+        """The image ids of the journal's open upload records, as librados sees them."""
+        io = self._journal_io()
+        try:
+            with rados.ReadOpCtx() as op:
+                it, _ = io.get_omap_vals(op, "", journal.UPLOAD_PREFIX, -1)
+                io.operate_read_op(op, journal.JOURNAL_OBJECT)
+                pairs = list(it)
+        except rados.ObjectNotFound:
+            pairs = []
+        finally:
+            io.set_namespace("")
+        return sorted(k[len(journal.UPLOAD_PREFIX):] for k, v in pairs
+                      if json.loads(v).get("state") == journal.OPEN)
+
+    def _journal_remove(self, keys):
+        io = self._journal_io()
+        try:
+            with rados.WriteOpCtx() as op:
+                io.remove_omap_keys(op, tuple(keys))
+                io.operate_write_op(op, journal.JOURNAL_OBJECT)
+        except rados.ObjectNotFound:
+            pass
+        finally:
+            io.set_namespace("")
+
     def pool_state(self):
         """{pool: {'images': {name: sorted snapshots (every namespace)}, 'trash': [names]}}."""
         state = {}
@@ -294,6 +325,10 @@ request_timeout = 60
                 self.glance().delete_image(image_id)
         for name in self.volumes:
             self._force_remove(self.vpool, name)
+        # the images' journal records go with them: an open one (an upload the test
+        # killed) would be a later test's purge's business
+        self._journal_remove([journal.UPLOAD_PREFIX + i for i in self.images])
+        self.open_after = self.open_records()
         for user in self.users:
             self.cluster.admin("ceph", "auth", "del", f"client.{user}")
         for io in self.io.values():
@@ -304,13 +339,15 @@ request_timeout = 60
 @pytest.fixture
 def cinder_env(ceph_cluster, glance_peer, tmp_path):
     env = CinderEnv(ceph_cluster, glance_peer.url, tmp_path)
-    env.baseline = env.pool_state()
+    env.baseline, open_before = env.pool_state(), env.open_records()
     try:
         yield env
     finally:
         env.cleanup()
-    # whatever the test did, both pools are back to what they held before it
+    # whatever the test did, both pools are back to what they held before it, and it left
+    # no open journal record (a later test's purge would act on it)
     assert env.pool_state() == env.baseline
+    assert env.open_after == open_before
 
 
 # -- a proxy in front of Glance, for answers a real Glance does not give ---------------------

@@ -46,6 +46,17 @@ def _last_line(text, default):
     return lines[-1] if lines else default
 
 
+def _crash_report(proc, state, log):
+    """For a run killed by a signal (a native crash): the Python stacks faulthandler
+    wrote and the log's last lines, in the failure itself (CI keeps no tmp_path)."""
+    if proc.returncode >= 0:
+        return ""
+    crash = state / "traceback.txt.crash"
+    stacks = crash.read_text(errors="replace") if crash.exists() else "(no stacks written)"
+    tail = "\n".join(log.splitlines()[-30:])
+    return f"\n--- stacks at the crash ---\n{stacks}\n--- cinder-volume.log, last lines ---\n{tail}"
+
+
 def cinder_peer(version):
     """The python of a Cinder release's venv, built by tools/peers/setup-cinder-peer
     (idempotent). A failed build fails the test, never skips it."""
@@ -145,6 +156,7 @@ def run_cinder(request, ceph_cluster, tmp_path):
         log = log_path.read_text(errors="replace") if log_path.exists() else ""
         if proc.returncode != 0:
             pytest.fail(f"{_last_line(proc.stderr, f'exit {proc.returncode}')} "
-                        f"(log and traceback in {state})", pytrace=False)
+                        f"(log and traceback in {state})" + _crash_report(proc, state, log),
+                        pytrace=False)
         return CinderRun(json.loads(proc.stdout), log, conf_text)
     return run

@@ -18,6 +18,7 @@ OS_CINDER_DISABLE_EVENTLET_PATCHING=1: native threads). Only what every release 
 SPEC["traceback_file"] and whatever the run created is deleted.
 """
 
+import faulthandler
 import hashlib
 import json
 import os
@@ -67,9 +68,26 @@ def boot(spec):
     driver = importutils.import_object(spec.get("driver_class") or config.volume_driver,
                                        configuration=config, db=db,
                                        host=f"cinder-test@{backend}")
+    _BOOTED.append(driver)
     ctx = cinder_context.RequestContext(user_id="cinder-test", project_id=spec["project_id"],
                                         is_admin=True)
     return conf, config, driver, ctx
+
+
+_BOOTED = []  # the drivers this run made, for _stop_periodic_tasks
+
+
+def _stop_periodic_tasks():
+    """Stop and wait for each driver's periodic purge before the interpreter exits: a
+    purge left running in a native thread inside librados while Python finalizes the
+    rados objects under it segfaulted the run (CI, exit -11). A real cinder-volume's
+    stop is a kill as far as the purge is concerned (crash-safe by design); the runner
+    has to end cleanly to report."""
+    for driver in _BOOTED:
+        task = getattr(driver, "_purge_task", None)
+        if task is not None:
+            task.stop()
+            task.wait()
 
 
 def on_eventlet():
@@ -315,6 +333,10 @@ def run_script(name, run, spec_path, always_clean=False):
     see clean pools."""
     with open(spec_path) as f:
         spec = json.load(f)
+    # a native crash (SIGSEGV, SIGABRT) writes every thread's Python stack here; the
+    # test's failure message quotes it (tests/cinder_peer.py)
+    crash_file = open(spec["traceback_file"] + ".crash", "w")
+    faulthandler.enable(file=crash_file, all_threads=True)
     cleanup = []
     try:
         result = run(spec, cleanup)
@@ -327,6 +349,7 @@ def run_script(name, run, spec_path, always_clean=False):
                     undo()
                 except Exception:
                     traceback.print_exc(file=f)
+        _stop_periodic_tasks()
         print(f"{name}: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
         sys.exit(1)
     for undo in reversed(cleanup) if always_clean else ():
@@ -334,6 +357,7 @@ def run_script(name, run, spec_path, always_clean=False):
             undo()
         except Exception:  # already gone with the run's own deletes
             pass
+    _stop_periodic_tasks()
     print(json.dumps(result))
 
 
