@@ -31,8 +31,12 @@ Only trash entries whose source is a user's delete are touched, never rbd-mirror
 a live migration's or librbd's own. Unknown is never read as "gone": when Glance does
 not answer, when it answers 404 to an identity that does not see every image, or when an
 upload lock cannot be taken, the thing stays until a later run.
+
+The decisions are cinder_ext.purge_plan's (pure, unit-tested table by table); this module
+reads what they ask for, in the order they ask, and acts under the locks.
 """
 
+import dataclasses
 import datetime
 import logging
 import time
@@ -40,14 +44,12 @@ import time
 from cinder_ext import exceptions as exc
 from cinder_ext import footprint, journal, locks, steps
 from cinder_ext import glance as glance_mod
-from cinder_ext.ceph import TRASH_NAMESPACE
+from cinder_ext import purge_plan as plan
 from cinder_ext.clone import Timer, clone_location
-from cinder_ext.delete import where
-from cinder_ext.footprint import CLONE_SNAP_SUFFIX, DELETED_SUFFIX, TRASH_MARK, is_upload_snap
+from cinder_ext.footprint import CLONE_SNAP_SUFFIX, DELETED_SUFFIX, TRASH_MARK
 
 LOG = logging.getLogger(__name__)
 
-TRASH_SOURCE_USER = "USER"  # the binding reports names; older ones the enum value 0
 FINISH_TIMEOUT = 60         # seconds for Glance to activate an image whose upload we finish
 
 
@@ -55,18 +57,24 @@ def _utcnow():
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
 
-def _expired(entry, now):
-    end = entry.get("deferment_end_time")
-    if end is None:
-        return True
-    if end.tzinfo is not None:
-        end = end.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-    return end <= now
-
-
 def is_user_trash(entry):
     """True for a trash entry a user's delete made (rbd trash mv, glance_store, Cinder)."""
-    return entry.get("source") in (TRASH_SOURCE_USER, 0)
+    return plan.is_user_trash(entry.get("source"))
+
+
+def _decide(decision, inventory, readers):
+    """Ask decision(inventory) until it needs nothing more read: each READ reads the field
+    it names (readers[field]()), in the order the decision asks. The action and the
+    inventory as read."""
+    read = set()
+    while True:
+        action = decision(inventory)
+        if action.kind != plan.READ:
+            return action, inventory
+        if action.field in read:  # a reader that answered "not read": never loop
+            raise RuntimeError(f"purge: {action.field} asked for twice")
+        read.add(action.field)
+        inventory = dataclasses.replace(inventory, **{action.field: readers[action.field](action)})
 
 
 def image_pools(stores_detail, fsid):
@@ -134,35 +142,33 @@ class _Purge:
         """glance.location_state, where a 404 counts as gone only if our Glance identity
         sees every image (admin): to anyone else a member's private image is a 404 too."""
         state = glance_mod.location_state(self.glance, image_id, tasks=tasks)
-        if state.state == glance_mod.GONE and state.image is None and not self.glance_sees_all:
-            if not self.said_untrusted:
-                self.said_untrusted = True
-                LOG.warning("purge: Glance answers 404 for image %s, but the identity it asks "
-                            "with does not see every image (no admin role): what only a 404 "
-                            "would let go is kept", image_id)
-            return glance_mod.LocationState(
-                glance_mod.UNKNOWN, "Glance answers 404 to an identity that does not see "
-                "every image: kept")
-        return state
+        trusted = plan.trusted(state, self.glance_sees_all)
+        if trusted is not state and not self.said_untrusted:
+            self.said_untrusted = True
+            LOG.warning("purge: Glance answers 404 for image %s, but the identity it asks "
+                        "with does not see every image (no admin role): what only a 404 "
+                        "would let go is kept", image_id)
+        return trusted
 
     # -- one trash entry --------------------------------------------------------------
-    def trash_entry(self, pool, entry, removable_snap, reason):
-        """Remove one trash entry if nothing depends on it; returns None or why it stays."""
-        if not _expired(entry, self.now):
-            return f"deferred until {entry['deferment_end_time'].isoformat()}Z"
+    def trash_entry(self, pool, entry, inv, **kw):
+        """Decide one trash entry (plan.trash_entry, reading what it asks) and act: the
+        action, KEEP with why it stays, or REMOVE once removed (planned in a dry run)."""
         tid = entry["id"]
-        deps = self.c.children(pool, image_id=tid)
-        if deps:
-            if pool == self.vpool:
-                self._unneeded_upload_snaps(pool, entry, deps)
-            return "clones depend on it: " + ", ".join(map(where, deps))
-        snaps = self.c.snaps(pool, None, image_id=tid)
-        others = [s["original"] for s in snaps if not removable_snap(s)]
-        if others:
-            if pool == self.vpool:  # kept for the admin: not our upload snapshots with it
-                self._unneeded_upload_snaps(pool, entry, [])
-            return "it has snapshots that are not ours: " + ", ".join(others)
-        what = f"{pool}/{entry['name']}"
+        readers = {
+            "mark": lambda a: self.c.metadata_get(pool, TRASH_MARK, image_id=tid),
+            "claimed": lambda a: bool(footprint.glance_trashed_for_our_volumes(
+                self.c, self.vpool, pool, entry["name"], tid, claim=not self.dry_run)),
+            "glance": lambda a: self.location_state(entry["name"]),
+            "children": lambda a: self.c.children(pool, image_id=tid),
+            "snapshots": lambda a: self.c.snaps(pool, None, image_id=tid),
+        }
+        action, inv = _decide(lambda i: plan.trash_entry(i, self.now, **kw), inv, readers)
+        if action.drop_unneeded_snaps:
+            self._unneeded_upload_snaps(pool, entry, inv.children or [])
+        if action.kind != plan.REMOVE:
+            return action
+        snaps = inv.snapshots
 
         def remove():
             parent = self.c.parent_snap(pool, image_id=tid)
@@ -181,22 +187,18 @@ class _Purge:
             steps.reached("purge.removed")
             self._drop_clone_snap(entry["name"], parent)
         try:
-            self.act(what, reason, remove)
+            self.act(f"{pool}/{entry['name']}", action.reason, remove)
         except _Kept as k:
-            return str(k)
-        return None
+            return plan.Action(plan.KEEP, str(k))
+        return action
 
     def _unneeded_upload_snaps(self, pool, entry, deps):
         """A trashed volume kept by clones (or by a snapshot not ours, the admin's to
         remove) keeps only what they need: an upload snapshot whose clone Glance deleted
         goes now, not with the entry (it holds the blocks the volume had at that upload,
-        which no clone reads any more). Nothing clones a trashed volume, so no clone can
-        appear meanwhile."""
-        needed = {d["snap_id"] for d in deps}
-        for s in self.c.snaps(pool, None, image_id=entry["id"], protected=False):
-            if s["namespace"] != TRASH_NAMESPACE or not is_upload_snap(s["original"]) or s["id"] in needed:
-                continue
-
+        which no clone reads any more)."""
+        snaps = self.c.snaps(pool, None, image_id=entry["id"], protected=False)
+        for s in plan.unneeded_upload_snaps(snaps, deps):
             def remove(s=s):
                 self.c.remove_snap_by_id(pool, s["id"], image_id=entry["id"])
                 steps.reached("purge.snap_removed")
@@ -221,35 +223,22 @@ class _Purge:
     # -- the Cinder pool ----------------------------------------------------------------
     def volume_trash(self):
         for entry in self.c.trash_list_all(self.vpool):
-            if not is_user_trash(entry):
-                continue  # rbd-mirror's, a live migration's, librbd's own: never ours
-            try:
-                marked = self.c.metadata_get(self.vpool, TRASH_MARK, image_id=entry["id"])
-            except exc.CephNotFound:
-                continue  # removed meanwhile
-            except exc.CephError as e:
-                self.skip(f"{self.vpool}/{entry['name']}", e)
-                continue
-            if marked is None and not self.include_unmarked:
-                continue
-            why = "trashed by delete-volume; no clone depends on it any more" if marked else \
-                "Cinder's deferred deletion; nothing depends on it"
+            what = f"{self.vpool}/{entry['name']}"
+            inv = plan.TrashEntry(plan.VOLUME, self.vpool, entry["name"], entry.get("source"),
+                                  entry.get("deferment_end_time"))
             try:
                 # with nothing depending on it any more, upstream's clone snapshot of a
                 # Cinder clone is ours to drop too: upstream's delete of that clone looks for
                 # this volume by name, misses it in the trash, and leaves the snapshot
-                kept = self.trash_entry(
-                    self.vpool, entry,
-                    lambda s: (s["namespace"] == TRASH_NAMESPACE or is_upload_snap(s["original"])
-                               or s["original"].endswith(CLONE_SNAP_SUFFIX)),
-                    why)
+                action = self.trash_entry(self.vpool, entry, inv,
+                                          include_unmarked=self.include_unmarked)
             except exc.CephNotFound:
-                continue  # another purge took it meanwhile
+                continue  # removed meanwhile, or another purge took it
             except exc.CephError as e:
-                self.skip(f"{self.vpool}/{entry['name']}", e)
+                self.skip(what, e)
                 continue
-            if kept:
-                self.keep(f"{self.vpool}/{entry['name']}", kept, entry["id"])
+            if action.kind == plan.KEEP:
+                self.keep(what, action.reason, entry["id"])
 
     def volume_snapshots(self):
         """Upload snapshots in the trash namespace that no clone needs: Glance's user
@@ -260,7 +249,7 @@ class _Purge:
                 continue
             try:
                 for s in self.c.snaps(self.vpool, name):
-                    if s["namespace"] != TRASH_NAMESPACE or not is_upload_snap(s["original"]):
+                    if not plan.trashed_upload_snap(s):
                         continue
                     if self.c.snap_has_children(self.vpool, s["id"], name=name):
                         continue
@@ -280,39 +269,24 @@ class _Purge:
         clone goes, unless an upload snapshot (trash namespace, which Glance's user could
         not drop) held it then. Ours to finish once nothing depends on it."""
         for name in self.c.list_images(self.vpool):
-            if not (name.endswith(DELETED_SUFFIX) and name.startswith("volume-")):
-                continue
             what = f"{self.vpool}/{name}"
+            readers = {"children": lambda a, name=name: self.c.children(self.vpool, name),
+                       "snapshots": lambda a, name=name: self.c.snaps(self.vpool, name)}
             try:
-                deps = self.c.children(self.vpool, name)
-                if deps:
-                    self.keep(what, "clones depend on it: " + ", ".join(map(where, deps)))
+                action, inv = _decide(plan.deleted_volume, plan.DeletedVolume(name), readers)
+                if action.kind == plan.KEEP:
+                    self.keep(what, action.reason)
+                if action.kind != plan.REMOVE:
                     continue
-                snaps = self.c.snaps(self.vpool, name)
-            except exc.CephNotFound:
-                continue
-            except exc.CephError as e:
-                self.skip(what, e)
-                continue
-            # no snapshot has clones: trash-namespace ones, our upload snapshots and
-            # upstream's clone snapshots are leftovers; any other is someone's: keep
-            others = [s["original"] for s in snaps if not (
-                s["namespace"] == TRASH_NAMESPACE or is_upload_snap(s["original"])
-                or s["original"].endswith(CLONE_SNAP_SUFFIX))]
-            if others:
-                self.keep(what, "it has snapshots that are not ours: " + ", ".join(others))
-                continue
 
-            def remove(name=name, snaps=snaps):
-                footprint.claim_glance_parent(self.c, self.vpool, name)
-                for s in snaps:
-                    self.c.remove_snap_by_id(self.vpool, s["id"], name=name)
-                    steps.reached("purge.snap_removed")
-                self.c.remove(self.vpool, name)
-                steps.reached("purge.removed")
-            try:
-                self.act(what, "Cinder deleted it (.deleted) and nothing depends on it any more",
-                         remove)
+                def remove(name=name, snaps=inv.snapshots):
+                    footprint.claim_glance_parent(self.c, self.vpool, name)
+                    for s in snaps:
+                        self.c.remove_snap_by_id(self.vpool, s["id"], name=name)
+                        steps.reached("purge.snap_removed")
+                    self.c.remove(self.vpool, name)
+                    steps.reached("purge.removed")
+                self.act(what, action.reason, remove)
             except exc.CephNotFound:
                 continue
             except exc.CephError as e:
@@ -320,84 +294,48 @@ class _Purge:
 
     # -- the Glance pools ---------------------------------------------------------------
     def image_trash(self, pool):
+        """Glance's deletes' trash entries (plan.trash_entry, IMAGE): ours by a journal
+        record (or claimed now: footprint.glance_trashed_for_our_volumes), Glance asked
+        only by an identity that sees every image; a removed one's records go."""
         entries = self.c.trash_list_all(pool)
         self.trashed[pool] = {e["name"] for e in entries}
+        ask_glance = self.glance is not None and self.glance_sees_all
         for entry in entries:
-            name, tid = entry["name"], entry["id"]
-            if not is_user_trash(entry) or not footprint.is_image_name(name):
-                continue  # not a Glance delete's
+            name = entry["name"]
             what = f"{pool}/{name}"
+            inv = plan.TrashEntry(plan.IMAGE, pool, name, entry.get("source"),
+                                  entry.get("deferment_end_time"), record=self.records.get(name),
+                                  source_record=self.sources.get(name))
             try:
-                ours = self._glance_trash_is_ours(pool, entry)
-            except exc.CephNotFound:
-                continue
-            except exc.CephError as e:
-                self.skip(what, e)
-                continue
-            if not ours:
-                continue  # Nova's, another tool's, or an image that merely has a UUID name
-            # glance_store trashes an image only when Glance deletes it: Glance's word is
-            # asked only where a 404 from it means something (an identity that sees every
-            # image); to any other, a 404 would keep the entry for ever
-            if self.glance is not None and self.glance_sees_all:
-                state = self.location_state(name)
-                if not state.orphaned:
-                    self.keep(what, f"Glance may still use it: {state.why}", tid)
-                    continue
-            try:
-                kept = self.trash_entry(pool, entry, lambda s: s["namespace"] == TRASH_NAMESPACE,
-                                        f"Glance deleted it ({ours}) and no clone needs it")
-                if not kept and not self.dry_run:
+                action = self.trash_entry(pool, entry, inv, ask_glance=ask_glance)
+                if action.kind == plan.REMOVE and not self.dry_run:
                     self._forget(name)
             except exc.CephNotFound:
                 continue
             except exc.CephError as e:
                 self.skip(what, e)
                 continue
-            if kept:
-                self.keep(what, kept, tid)
+            if action.kind == plan.KEEP:
+                self.keep(what, action.reason, entry["id"])
 
-    def _glance_trash_is_ours(self, pool, entry):
-        """Why a UUID-named trash entry in a Glance pool is a Glance image we may reclaim,
-        or None: an upload of ours (its journal record), or an image that only volumes of
-        our pool were cloned from (a SourceRecord). glance_store's delete moves an image
-        with clones to the trash (its 'snap' goes to the trash namespace); whose clones
-        they were is seen only while they exist, so create-volume records the image when
-        it clones it, and the first purge that sees the entry, or the delete of its last
-        clone (footprint.claim_glance_parent), records it when every clone is in our
-        pool. An image that Nova's disks (another pool) were cloned from is not ours to
-        reclaim. Never a metadata mark: librbd copies those into every clone."""
-        tid, name = entry["id"], entry["name"]
-        record = self.records.get(name)
-        if record is not None and record.image_pool == pool:
-            return "an upload of ours (journaled)"
-        source = self.sources.get(name)
-        if source is not None and source.image_pool == pool:
-            return f"journaled: {source.why}"
-        if footprint.glance_trashed_for_our_volumes(self.c, self.vpool, pool, name, tid,
-                                                    claim=not self.dry_run):
-            return "glance_store trashed it; volumes of our pool were cloned from it"
-        return None
-
-    def _upload_locks(self, image_id, what):
+    def _upload_locks(self, image_id):
         """Take image_id's upload lock in every image pool, so that no upload to it starts
-        while we remove its leftovers: the held locks, or None (kept) when an upload runs."""
+        while we remove its leftovers: the held locks, and the lock's state for the plan
+        (unless HELD, none is held)."""
         held = []
         if self.dry_run:
-            return held
+            return held, plan.UploadLock(plan.HELD)
         for pool in self.ipools:
             lock = locks.ImageLock(self.c, pool, image_id)
             try:
                 held.append(lock.__enter__())
             except exc.UploadInProgress as e:
                 self._release(held)
-                self.keep(what, str(e))
-                return None
+                return [], plan.UploadLock(plan.IN_FLIGHT, pool, str(e))
             except exc.CephError as e:  # unknown: an upload may run there; keep
                 self._release(held)
-                self.keep(what, f"its upload lock in {pool} could not be taken ({e})")
-                return None
-        return held
+                return [], plan.UploadLock(plan.LOCK_UNKNOWN, pool, str(e))
+        return held, plan.UploadLock(plan.HELD)
 
     @staticmethod
     def _release(held):
@@ -429,15 +367,10 @@ class _Purge:
 
     def journaled_uploads(self):
         """The journal's open records whose upload no longer runs (its image-id lock is
-        free): an upload interrupted, or whose rollback was incomplete. What a record
-        names is ours, and nothing else is looked at: with finish, a clone that was
-        complete (its `snap` made) and whose image is queued with nothing in flight is
-        registered; else, once Glance will never reference it, the clone and the upload
-        snapshot go, then the record. One Glance request (or two) per open record; none
-        for a completed upload."""
+        free): an upload interrupted, or whose rollback was incomplete
+        (plan.open_upload). One Glance request (or two) per open record; none for a
+        completed upload."""
         for record in list(self.records.values()):
-            if not record.open or record.image_pool not in self.ipools:
-                continue  # completed, or a pool we do not purge (another cluster's store)
             what = f"{record.image_pool}/{record.image_id}"
             try:
                 self._journaled_upload(record, what)
@@ -445,32 +378,30 @@ class _Purge:
                 self.skip(what, e)
 
     def _journaled_upload(self, record, what):
-        """One open record, under its upload lock (taken first: an upload in flight costs
-        no Glance request), then one look at its image."""
-        held = self._upload_locks(record.image_id, what)
-        if held is None:
-            return  # an upload runs, or none can be ruled out: kept, with the reason
+        """One record: its upload lock taken first (an upload in flight costs no Glance
+        request), then one look at its image, then what the plan says, under the lock."""
+        held = []
+
+        def lock(_):
+            nonlocal held
+            held, state = self._upload_locks(record.image_id)
+            return state
+        readers = {"lock": lock,
+                   "glance": lambda a: self.location_state(record.image_id, tasks=a.tasks),
+                   "url": lambda a: clone_location(self.c.fsid(), record.image_pool,
+                                                   record.image_id)}
         try:
-            # before the registration step no location task of ours can exist: the
-            # image alone tells (one request); from it on, its tasks too
-            state = self.location_state(record.image_id,
-                                        tasks=record.step == journal.REGISTERING)
-            url = clone_location(self.c.fsid(), record.image_pool, record.image_id)
-            if state.state in (glance_mod.ACTIVE, glance_mod.LOCATED) and state.holds(url):
-                if state.state == glance_mod.ACTIVE and not self.dry_run:
-                    self.journal.complete(record)  # it ended before it could say so
+            action, u = _decide(lambda i: plan.open_upload(i, self.ipools, self.finish),
+                                plan.OpenUpload(record), readers)
+            if action.kind == plan.COMPLETE and not self.dry_run:
+                self.journal.complete(record)  # it ended before it could say so
+            elif action.kind == plan.KEEP:
+                self.keep(what, action.reason)
+            elif action.kind == plan.FINISH and self._has_image_snap(record) \
+                    and self._finish(record, what, u.url):
                 return
-            if not state.orphaned:
-                self.keep(what, f"journaled upload: {state.why}")
-                return
-            if (self.finish and state.state == glance_mod.IDLE
-                    and record.step in (journal.IMAGE_SNAPSHOT, journal.REGISTERING)
-                    and self._has_image_snap(record) and self._finish(record, what, url)):
-                return
-            vsnap = footprint.upload_snap_name(record.image_id)
-            self.act(what, f"clone of a failed upload (journaled, step {record.step}): "
-                     f"{state.why}; with its upload snapshot {record.volume_pool}/"
-                     f"{record.volume}@{vsnap}", lambda: self._remove_upload(record))
+            elif action.kind in (plan.FINISH, plan.REMOVE):
+                self.act(what, action.reason, lambda: self._remove_upload(record))
         except _Kept as k:
             self.keep(what, str(k))
         finally:
@@ -485,26 +416,24 @@ class _Purge:
             self.journal.forget_source(name)
 
     def completed_uploads(self):
-        """Completed records whose clone is gone (Glance deleted the image, or the purge
-        removed its trash entry): the upload snapshot Glance's user could not drop goes
-        (unless clones need it), then the record. Which clones are gone is one read of
-        each pool's directory for all records at once (and the trash listing
-        image_trash made): the journal of a busy cloud holds every upload."""
+        """Completed records whose clone is gone (plan.completed_records): the upload
+        snapshot Glance's user could not drop goes (unless clones need it), then the
+        record. Which clones are gone is one read of each pool's directory for all
+        records at once (and the trash listing image_trash made)."""
         gone = []
         for pool, trashed in self.trashed.items():  # pools whose trash we could read
-            done = [r.image_id for r in self.records.values()
-                    if not r.open and r.image_pool == pool and r.image_id not in trashed]
-            sources = [r.image_id for r in self.sources.values()
-                       if r.image_pool == pool and r.image_id not in trashed]
+            done, sources = plan.completed_to_look_up(pool, trashed, self.records.values(),
+                                                      self.sources.values())
             try:
                 live = self.c.existing_images(pool, done + sources)
             except exc.CephError as e:
                 self.skip(f"the images of {pool}", e)
                 continue
-            gone += sorted(set(done) - live)
-            for image_id in sorted(set(sources) - live):  # Glance removed it: nothing to do
-                if not self.dry_run:
-                    self.journal.forget_source(image_id)
+            for action in plan.completed_records(done, sources, live):
+                if action.kind == plan.FORGET:
+                    gone.append(action.what)
+                elif not self.dry_run:  # FORGET_SOURCE: Glance removed it, nothing to do
+                    self.journal.forget_source(action.what)
         for image_id in gone:
             record = self.records[image_id]
             what = f"{record.image_pool}/{image_id}"
@@ -534,17 +463,18 @@ class _Purge:
             return False
 
     def _remove_upload(self, record):
-        """Remove what the record names, then the record; True if the clone was there
-        to remove. The clone (unless volumes were cloned from it: then it stays, and so
-        does the record; and only once the record says the clone step began: before it,
-        an image of that name is not ours), its upload snapshot on the volume (none left
-        once Ceph dropped a trash-namespace one)."""
+        """Remove what the record names (plan.upload_clone), then the record; True if the
+        clone was there to remove. The clone (unless volumes were cloned from it: then it
+        stays, and so does the record), its upload snapshot on the volume (none left once
+        Ceph dropped a trash-namespace one)."""
         pool, image_id = record.image_pool, record.image_id
         removed = False
-        if record.step not in (journal.BEGUN, journal.VOLUME_SNAPSHOT):
+        action = plan.upload_clone(record)
+        if action.kind == plan.READ:
             try:
-                if self.c.children(pool, image_id):
-                    raise _Kept("volumes were cloned from it")
+                action = plan.upload_clone(record, self.c.children(pool, image_id))
+                if action.kind == plan.KEEP:
+                    raise _Kept(action.reason)
                 for s in self.c.snaps(pool, image_id):
                     self.c.remove_snap_by_id(pool, s["id"], name=image_id)
                 self.c.remove(pool, image_id)  # Ceph drops a trash-namespace parent snapshot

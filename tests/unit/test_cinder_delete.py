@@ -10,6 +10,7 @@ import pytest
 
 from cinder_ext import cli, delete, steps
 from cinder_ext import purge as purge_mod
+from cinder_ext import purge_plan
 from cinder_ext import footprint
 from cinder_ext import glance as glance_mod
 from cinder_ext import exceptions as exc
@@ -25,11 +26,11 @@ def test_upload_snapshots_are_recognised_by_name():
 def test_deferment_compares_in_utc_whatever_the_binding_returns():
     now = datetime.datetime(2026, 1, 1, 12, 0, 0)
     past, future = now - datetime.timedelta(seconds=1), now + datetime.timedelta(hours=1)
-    assert purge_mod._expired({"deferment_end_time": past}, now)
-    assert not purge_mod._expired({"deferment_end_time": future}, now)
+    assert purge_plan.expired(past, now)
+    assert not purge_plan.expired(future, now)
     aware = future.replace(tzinfo=datetime.timezone.utc)
-    assert not purge_mod._expired({"deferment_end_time": aware}, now)
-    assert purge_mod._expired({}, now)
+    assert not purge_plan.expired(aware, now)
+    assert purge_plan.expired(None, now)
 
 
 def test_an_unknown_mode_is_refused_before_anything_is_touched():
