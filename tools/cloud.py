@@ -10,6 +10,10 @@
     tools/cloud clone on|off DIR          enable_clone_optimization; restarts cinder-volume
     tools/cloud driver ours|upstream DIR  volume_driver: ours, or upstream's RBDDriver (as an
                                           operator goes back); restarts cinder-volume
+    tools/cloud restart-volume DIR [--fault-point NAME]
+                                          restart cinder-volume; for tests only, --fault-point
+                                          runs it through tests/fault_injection.py, SIGKILLed
+                                          whole at that cinder_ext.steps boundary
     tools/cloud tempest DIR               Tempest + cinder-tempest-plugin (tools/cloud_tempest.py)
     tools/cloud soak DIR [--minutes M] [--seed N] [--faults K,..]
                                           users, admins and faults at random (tools/soak.py)
@@ -87,6 +91,9 @@ from peerlib import PeerError, apt_install, apt_missing, free_port, group_member
 RABBIT_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 PACKAGES = ("mariadb-server", "rabbitmq-server", "qemu-utils")
 STOP_GRACE = 20  # seconds between a service's SIGTERM and its SIGKILL
+# tests/fault_injection.py: its variables, and the script that installs its observer
+FAULT_INJECTION = os.path.join(ROOT, "tests", "fault_injection.py")
+FAULT_ENV = "CINDER_EXT_"  # CINDER_EXT_FAULT_POINT, CINDER_EXT_FAULT_ACTION
 
 
 class Services:
@@ -109,7 +116,8 @@ class Services:
 
     def env(self, **extra):
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("OS_", "PYTHON", "VIRTUAL_ENV", "RABBITMQ_", "ERL_", "CEPH_", "CLOUD_"))}
+               if not k.startswith(("OS_", "PYTHON", "VIRTUAL_ENV", "RABBITMQ_", "ERL_", "CEPH_", "CLOUD_",
+                                    FAULT_ENV))}
         home = self.path("home")
         env.update(HOME=home, XDG_CONFIG_HOME=os.path.join(home, ".config"),
                    XDG_CACHE_HOME=os.path.join(home, ".cache"), XDG_DATA_HOME=os.path.join(home, ".local", "share"))
@@ -550,38 +558,50 @@ class Services:
     def volume_host(self, k):
         return f"cloud{self.suffix(k)}"
 
-    def volume_cmd(self, k=1):
+    def volume_cmd(self, k=1, fault_point=None):
+        """cinder-volume service k's command line. fault_point (tests only): run through
+        tests/fault_injection.py, whose observer SIGKILLs the service's process group at
+        that boundary (its environment: fault_env); -P keeps the checkout off sys.path."""
         c = self.path("cinder")
         confs = [os.path.join(c, "cinder.conf")]
         if k > 1:  # its own host and log file over the shared cinder.conf
             confs.append(os.path.join(c, f"cinder-volume{self.suffix(k)}.conf"))
             write_ini(confs[-1], {"DEFAULT": {"host": self.volume_host(k),
                                               "log_file": f"cinder-volume{self.suffix(k)}.log"}})
-        args = " ".join(f'--config-file "${i + 2}"' for i in range(len(confs)))
+        program = [os.path.join(self.venvs["cinder"], "bin", "cinder-volume")]
+        args = [arg for conf in confs for arg in ("--config-file", conf)]
+        if fault_point:
+            program = [os.path.join(self.venvs["cinder"], "bin", "python3"), "-P", FAULT_INJECTION, *program]
+            # oslo.log names the log under log_dir after the outermost script: this one's
+            args += ["--log-file", os.path.join(c, f"cinder-volume{self.suffix(k)}.log")]
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                f'mount --bind "$0" /etc/ceph && exec "$1" {args}', self.path("etc-ceph"),
-                os.path.join(self.venvs["cinder"], "bin", "cinder-volume"), *confs]
+                'mount --bind "$0" /etc/ceph && exec "$@"', self.path("etc-ceph"), *program, *args]
 
-    def restart_volume(self, timeout=120, services=None, extra_env=None):
+    @staticmethod
+    def fault_env(fault_point):
+        return {f"{FAULT_ENV}FAULT_POINT": fault_point, f"{FAULT_ENV}FAULT_ACTION": "killpg"} if fault_point else {}
+
+    def restart_volume(self, timeout=120, services=None, extra_env=None, fault_point=None):
         """Restart cinder-volume services (all by default: after a change to cinder.conf),
         one after the other, as a rolling restart does; wait until each is up. extra_env:
         for the restarted processes only (a test runs another release's code through
-        PYTHONPATH)."""
+        PYTHONPATH). fault_point: for tests only (volume_cmd); the next restart without it
+        runs cinder-volume as usual."""
         self.load()
         self._etc_ceph()
         for k in services or range(1, self.volume_services() + 1):
-            self._restart_one_volume(k, timeout, extra_env or {})
+            self._restart_one_volume(k, timeout, extra_env or {}, fault_point)
 
-    def _restart_one_volume(self, k, timeout, extra_env):
+    def _restart_one_volume(self, k, timeout, extra_env, fault_point=None):
         c = self.path("cinder")
         try:
             stop_group(self.state["pgids"][self.volume_pgid_name(k)], STOP_GRACE)
         except PeerError as e:
             raise CloudError(f"cinder-volume: {e}") from None
         since, ready = time.time(), self.driver_ready(k)
-        proc = self.spawn(self.volume_pgid_name(k), self.volume_cmd(k),
+        proc = self.spawn(self.volume_pgid_name(k), self.volume_cmd(k, fault_point),
                           os.path.join(c, f"volume{self.suffix(k)}.out"), cwd=c,
-                          env=self.env(OS_CINDER_CONFIG_DIR=c, **extra_env))
+                          env=self.env(OS_CINDER_CONFIG_DIR=c, **extra_env, **self.fault_env(fault_point)))
         # up means a heartbeat from the new process: the old one's last report may still count
         wait_for(f"cinder-volume {self.volume_host(k)}",
                  lambda: self.driver_ready(k) > ready and self.volume_reported_since(since, k), timeout,
@@ -773,6 +793,11 @@ def main(argv=None):
     c = sub.add_parser("driver", help="volume_driver: ours or upstream's RBDDriver; restarts cinder-volume")
     c.add_argument("driver", choices=("ours", "upstream"))
     c.add_argument("dir")
+    c = sub.add_parser("restart-volume", help="restart cinder-volume")
+    c.add_argument("dir")
+    c.add_argument("--fault-point", metavar="NAME[,NAME]",
+                   help="tests only: cinder-volume runs through tests/fault_injection.py and is SIGKILLed "
+                        "whole (its process group) at that cinder_ext.steps boundary")
     args = parser.parse_args(argv)
     if not args.command:
         print("cloud: a subcommand is required: start, stop, status or env", file=sys.stderr)
@@ -803,6 +828,8 @@ def main(argv=None):
             cloud.set_clone(args.state == "on")
         elif args.command == "driver":
             cloud.set_driver(args.driver == "upstream")
+        elif args.command == "restart-volume":
+            cloud.restart_volume(fault_point=args.fault_point)
         elif args.command == "soak":
             # cinder-volume's restart after a kill: tools/cloud's own, in this process
             unknown = set(args.faults or ()) - {f for f, _ in soak.FAULTS}

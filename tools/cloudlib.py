@@ -171,19 +171,25 @@ class Cloud:
         if proc.returncode != 0:
             raise FlowError(proc.stderr.strip())
 
-    def set_clone(self, enabled):
-        proc = subprocess.run([CLOUD, "clone", "on" if enabled else "off", self.dir],
-                              capture_output=True, text=True)
+    def _restarting_volume(self, *args):
+        """tools/cloud ARGS (with DIR), a command that restarts cinder-volume."""
+        proc = subprocess.run([CLOUD, *args], capture_output=True, text=True)
         self._ready = False  # cinder-volume restarted
         if proc.returncode != 0:
             raise FlowError(proc.stderr.strip())
 
+    def set_clone(self, enabled):
+        self._restarting_volume("clone", "on" if enabled else "off", self.dir)
+
     def set_driver(self, driver):
         """`ours` or `upstream` (cinder.volume.drivers.rbd.RBDDriver); restarts cinder-volume."""
-        proc = subprocess.run([CLOUD, "driver", driver, self.dir], capture_output=True, text=True)
-        self._ready = False  # cinder-volume restarted
-        if proc.returncode != 0:
-            raise FlowError(proc.stderr.strip())
+        self._restarting_volume("driver", driver, self.dir)
+
+    def restart_volume(self, fault_point=None):
+        """Restart cinder-volume. fault_point (tests only): it runs with tests/fault_injection.py's
+        observer and SIGKILLs its process group at that cinder_ext.steps boundary; the next
+        restart runs it as usual."""
+        self._restarting_volume("restart-volume", self.dir, *(["--fault-point", fault_point] if fault_point else []))
 
     def os_env(self, user="member"):
         # nothing of the caller's Ceph or OpenStack settings (CEPH_KEYRING, OS_*) leaks in
