@@ -6,6 +6,7 @@ the image and, for missing caps, the Ceph user: "client.cinder may not write poo
 Nothing else in cinder_ext imports rados or rbd.
 """
 
+import atexit
 import contextlib
 import ctypes
 import datetime
@@ -19,6 +20,7 @@ import struct
 import subprocess
 import threading
 import time
+import weakref
 
 try:
     import rados
@@ -69,6 +71,33 @@ def snapshots_of(img, protected=True):
     return out
 
 
+def _os_threading():
+    """threading and time as the OS has them: under eventlet's monkey patching their locks
+    and sleep are green, and these are used in native threads (tpool) and at exit."""
+    try:
+        from eventlet import patcher
+    except ImportError:
+        return threading, time
+    return patcher.original("threading"), patcher.original("time")
+
+
+_os_thread, _os_time = _os_threading()
+_LIVE = weakref.WeakSet()  # every Cluster, for the wait at exit
+_EXITING = []  # set at exit: no new librados call starts through a Cluster
+CLOSE_WAIT = 10  # seconds close() and an exiting process wait for librados calls in flight
+
+
+@atexit.register
+def wait_native_calls(seconds=CLOSE_WAIT):
+    """At exit, refuse new calls, then wait (bounded) until no thread is inside librados
+    through a Cluster: librados' static state is torn down under such a thread (a
+    periodic purge in a native thread when the process ends), and librbd crashed on it."""
+    _EXITING.append(True)
+    deadline = time.monotonic() + seconds
+    for cluster in list(_LIVE):
+        cluster._wait_idle(max(0.0, deadline - time.monotonic()))
+
+
 def _describe(op, pool, image, snap=None):
     where = f"{pool}/{image}" if image else f"pool {pool}" if pool else "cluster"
     if snap:
@@ -86,8 +115,13 @@ class Cluster:
         self.client = None
         self._ioctx = {}
         self._watches = set()
-        self._open_images = 0  # opened through image(), in any thread, not yet closed
-        self._open_lock = threading.Lock()
+        # librados calls in flight (_op) and images open (image(), counted from before
+        # the constructor), in any thread: close() never shuts the client down under them
+        self._in_flight = 0
+        self._open_images = 0
+        self._closing = False
+        self._open_lock = _os_thread.Lock()
+        _LIVE.add(self)
 
     @property
     def who(self):
@@ -108,7 +142,7 @@ class Cluster:
                     for key in ("rados_osd_op_timeout", "rados_mon_op_timeout", "client_mount_timeout"):
                         client.conf_set(key, t)
                 client.connect(timeout=self.timeout if self.timeout and self.timeout > 0 else 0)
-                self.client = client
+                self.client, self._closing = client, False
                 return self
             except rados.Error as e:
                 client.shutdown()
@@ -122,12 +156,14 @@ class Cluster:
     def close(self):
         for handle in list(self._watches):  # a lock left held: its watch goes with us
             self.unwatch(handle)
-        if self._open_images:
-            # another thread is still in librbd with an image of ours: that image's next
-            # call on a client shut down under it hangs for good (rbd_close, measured) or
-            # uses freed memory. Left to the process instead (a bug of the caller's: say so).
-            LOG.error("Ceph connection as %s not closed: %d image(s) still open through it",
-                      self.who, self._open_images)
+        with self._open_lock:
+            self._closing = True  # no new call from here on: wait for those in flight
+        if not self._wait_idle(CLOSE_WAIT):
+            # another thread is still in librados, or has an image of ours open: on a
+            # client shut down under it, the next call hangs for good (rbd_close, measured)
+            # or uses freed memory. Left to the process instead (a bug of the caller's).
+            LOG.error("Ceph connection as %s not closed: %d call(s) in flight and %d "
+                      "image(s) open through it", self.who, self._in_flight, self._open_images)
             return
         for ioctx in self._ioctx.values():
             ioctx.close()
@@ -135,6 +171,27 @@ class Cluster:
         if self.client is not None:
             self.client.shutdown()
             self.client = None
+
+    def _enter(self, op, pool, image, opening=False):
+        """Count a call (or an image being opened) in flight, unless close() or the
+        process's exit has begun: then no new call starts on this client."""
+        with self._open_lock:
+            if _EXITING or self._closing:
+                raise exc.CephError(f"{_describe(op, pool, image)}: the connection is closing",
+                                    op=op, pool=pool, image=image)
+            if opening:
+                self._open_images += 1
+            else:
+                self._in_flight += 1
+
+    def _wait_idle(self, seconds):
+        """True once no call is in flight and no image open through this client."""
+        deadline = time.monotonic() + seconds
+        while self._in_flight or self._open_images:
+            if time.monotonic() >= deadline:
+                return False
+            _os_time.sleep(0.01)
+        return True
 
     def __enter__(self):
         return self.connect() if self.client is None else self
@@ -168,10 +225,14 @@ class Cluster:
 
     @contextlib.contextmanager
     def _op(self, op, pool=None, image=None, snap=None, write=False):
+        self._enter(op, pool, image)
         try:
             yield
         except (rados.Error, rbd.Error) as e:
             raise self._translate(e, op, pool, image, snap, write) from None
+        finally:
+            with self._open_lock:
+                self._in_flight -= 1
 
     def ioctx(self, pool, namespace=""):
         """The pool's I/O context (in a RADOS namespace: lock objects live in their own)."""
@@ -188,13 +249,18 @@ class Cluster:
     def image(self, pool, name, snapshot=None, read_only=False, op="open", image_id=None):
         """An open image, by name or (for one in the trash) by image_id."""
         ioctx = self.ioctx(pool)
-        with self._op(op, pool, name or f"id:{image_id}", snapshot):
-            if image_id is not None:
-                img = rbd.Image(ioctx, image_id=image_id, snapshot=snapshot, read_only=read_only)
-            else:
-                img = rbd.Image(ioctx, name, snapshot=snapshot, read_only=read_only)
-        with self._open_lock:
-            self._open_images += 1
+        # counted from before the constructor: it is in librbd too
+        self._enter(op, pool, name or f"id:{image_id}", opening=True)
+        try:
+            with self._op(op, pool, name or f"id:{image_id}", snapshot):
+                if image_id is not None:
+                    img = rbd.Image(ioctx, image_id=image_id, snapshot=snapshot, read_only=read_only)
+                else:
+                    img = rbd.Image(ioctx, name, snapshot=snapshot, read_only=read_only)
+        except BaseException:
+            with self._open_lock:
+                self._open_images -= 1
+            raise
         try:
             yield img
         finally:
