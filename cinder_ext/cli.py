@@ -5,7 +5,7 @@
     cinder-rbd-clone --config-file cinder.conf audit --glance-config glance-api.conf [--json]
     cinder-rbd-clone --config-file cinder.conf create-volume IMAGE_ID VOLUME [--size GB]
     cinder-rbd-clone --config-file cinder.conf delete-volume VOLUME [--mode deferred|flatten]
-    cinder-rbd-clone --config-file cinder.conf purge [--image-pool POOL] [--dry-run]
+    cinder-rbd-clone --config-file cinder.conf purge [--image-pool POOL] [--dry-run] [--budget S]
     cinder-rbd-clone --config-file cinder.conf flatten-uploads [--image-pool POOL] [--dry-run]
     cinder-rbd-clone --config-file cinder.conf adopt [--image-pool POOL] [--dry-run]
 
@@ -86,6 +86,10 @@ def _parser():
                          "detail)")
     pg.add_argument("--dry-run", action="store_true",
                     help="print what would be removed, and why; remove nothing")
+    pg.add_argument("--budget", type=_seconds, default=None, metavar="SECONDS",
+                    help="stop starting new failed uploads and Glance trash entries after "
+                         "SECONDS; the next purge goes on where this one stopped "
+                         "(JSON unfinished counts what waits)")
 
     for name, what, dry_run in (
             ("flatten-uploads", "make every clone-uploaded image independent of its volume "
@@ -154,7 +158,17 @@ def _volume_command(args, conf, backend):
                                    backend.rbd_concurrent_flatten_operations, args.dry_run)
         return purge.purge(cluster, backend.rbd_pool, pools,
                            include_unmarked=backend.enable_deferred_deletion,
-                           glance=glance, dry_run=args.dry_run)
+                           glance=glance, dry_run=args.dry_run, budget=args.budget)
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
 
 
 def main(argv=None):

@@ -71,6 +71,7 @@ CONF.register_opts(DRIVER_OPTS, group=configuration.SHARED_CONF_GROUP)
 
 POLL_INTERVAL = 0.1  # seconds between polls of an image Glance is activating
 LOCK_REAP_INTERVAL = 3600  # seconds between the purge's sweeps for dead lock objects
+PURGE_BUDGET = 120  # seconds one periodic purge starts new work for; the next goes on
 
 
 def _unwrap(obj):
@@ -574,7 +575,8 @@ class RBDCloneUploadDriver(upstream.RBDDriver):
             return purge_mod.purge(ceph, self.configuration.rbd_pool, pools,
                                    include_unmarked=self.configuration.enable_deferred_deletion,
                                    glance=glance, glance_sees_all=sees_all, reap_locks=reap,
-                                   finish=glance is not None, scan_volumes=False)
+                                   finish=glance is not None, scan_volumes=False,
+                                   budget=PURGE_BUDGET)
         out = self._ceph(run)
         if reap:
             self._next_lock_reap = time.monotonic() + LOCK_REAP_INTERVAL

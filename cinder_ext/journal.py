@@ -38,6 +38,7 @@ JOURNAL_NAMESPACE = "cinder-rbd-clone.journal"
 JOURNAL_OBJECT = "rbd_clone_journal"
 UPLOAD_PREFIX = "upload."
 SOURCE_PREFIX = "source."
+CURSOR_PREFIX = "cursor."  # where a purge whose time budget ran out stopped, per phase
 
 OPEN = "open"
 COMPLETE = "complete"
@@ -182,6 +183,23 @@ class Journal:
     def forget_source(self, image_id):
         self.ceph.omap_remove(self.pool, JOURNAL_OBJECT, [SOURCE_PREFIX + image_id],
                               namespace=JOURNAL_NAMESPACE)
+
+    def cursor(self, name):
+        """The image id a purge phase stopped after when its time ran out, or ""."""
+        key = CURSOR_PREFIX + name
+        for k, value in self.ceph.omap_get(self.pool, JOURNAL_OBJECT, prefix=key, limit=1,
+                                           namespace=JOURNAL_NAMESPACE):
+            if k == key:
+                return value.decode() if isinstance(value, bytes) else value
+        return ""
+
+    def set_cursor(self, name, image_id):
+        key = CURSOR_PREFIX + name
+        if image_id:
+            self.ceph.omap_set(self.pool, JOURNAL_OBJECT, {key: image_id.encode()},
+                               namespace=JOURNAL_NAMESPACE)
+        else:
+            self.ceph.omap_remove(self.pool, JOURNAL_OBJECT, [key], namespace=JOURNAL_NAMESPACE)
 
     def _holder(self):
         try:

@@ -93,8 +93,10 @@ class _Purge:
     run records it and removes nothing)."""
 
     def __init__(self, cluster, volume_pool, image_pools, include_unmarked, scan_volumes,
-                 glance, dry_run, timer, finish=False, glance_sees_all=False):
+                 glance, dry_run, timer, finish=False, glance_sees_all=False, budget=None):
         self.c, self.vpool, self.ipools = cluster, volume_pool, list(image_pools)
+        self.deadline = None if budget is None else time.monotonic() + budget
+        self.unfinished = {}  # phase -> how many of its objects wait for the next run
         self.journal = journal.Journal(cluster, volume_pool)
         self.records = {}  # image id -> the journal's record, read once per round
         self.sources = {}  # image id -> the journal's SourceRecord, likewise
@@ -300,7 +302,7 @@ class _Purge:
         entries = self.c.trash_list_all(pool)
         self.trashed[pool] = {e["name"] for e in entries}
         ask_glance = self.glance is not None and self.glance_sees_all
-        for entry in entries:
+        for entry in self._resumed(f"trash.{pool}", entries, lambda e: e["name"]):
             name = entry["name"]
             what = f"{pool}/{name}"
             inv = plan.TrashEntry(plan.IMAGE, pool, name, entry.get("source"),
@@ -365,12 +367,35 @@ class _Purge:
         self.finished.append(what)
         return True
 
+    def out_of_time(self):
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def _resumed(self, phase, items, key):
+        """items in key order from just after where the last run of `phase` ran out of
+        time (its cursor in the journal), around to where it began, while the time
+        budget lasts; when it runs out, the cursor says where the next run starts."""
+        items = sorted(items, key=key)
+        start = self.journal.cursor(phase) if self.deadline is not None else ""
+        ordered = [i for i in items if key(i) > start] + [i for i in items if key(i) <= start]
+        for n, item in enumerate(ordered):
+            if self.out_of_time():
+                self.unfinished[phase] = len(ordered) - n
+                LOG.info("purge: out of time; %d of %s wait for the next run, which starts "
+                         "there", len(ordered) - n, phase)
+                if n and not self.dry_run:
+                    self.journal.set_cursor(phase, key(ordered[n - 1]))
+                return
+            yield item
+        if start and not self.dry_run:
+            self.journal.set_cursor(phase, "")  # a whole pass: the next starts at the first
+
     def journaled_uploads(self):
         """The journal's open records whose upload no longer runs (its image-id lock is
         free): an upload interrupted, or whose rollback was incomplete
         (plan.open_upload). One Glance request (or two) per open record; none for a
-        completed upload."""
-        for record in list(self.records.values()):
+        completed upload. With a time budget, each run goes on where the last stopped."""
+        open_records = [r for r in self.records.values() if r.open]
+        for record in self._resumed("open_uploads", open_records, lambda r: r.image_id):
             what = f"{record.image_pool}/{record.image_id}"
             try:
                 self._journaled_upload(record, what)
@@ -527,7 +552,7 @@ class _Kept(Exception):
 
 def purge(cluster, volume_pool, image_pools=(), include_unmarked=False, scan_volumes=True,
           max_rounds=10, glance=None, dry_run=False, reap_locks=None, finish=False,
-          glance_sees_all=None):
+          glance_sees_all=None, budget=None):
     """Reclaim what deletions left once nothing depends on it. Idempotent, any order.
 
     volume_pool: Cinder's pool; image_pools: the Glance rbd pools of this cluster.
@@ -554,15 +579,18 @@ def purge(cluster, volume_pool, image_pools=(), include_unmarked=False, scan_vol
        needs, then the record (one directory read per pool for all of them).
     reap_locks (default: scan_volumes): remove the lock objects dead holders left
     (cinder_ext.locks.reap_lock_objects).
+    budget: seconds; once spent, no new open record or Glance trash entry is started,
+    result["unfinished"] counts what waits, and the next run starts where this one
+    stopped (a cursor in the journal), so every entry is reached however many there are.
     """
     timer, started = Timer(), time.monotonic()
     if glance is not None and glance_sees_all is None:
         glance_sees_all = bool(glance.sees_every_image())
     run = _Purge(cluster, volume_pool, image_pools, include_unmarked, scan_volumes, glance,
-                 dry_run, timer, finish, bool(glance_sees_all))
+                 dry_run, timer, finish, bool(glance_sees_all), budget)
     for _ in range(1 if dry_run else max_rounds):
         run.kept = []
-        if not run.round():
+        if not run.round() or run.out_of_time():
             break
     reaped = []
     if (scan_volumes if reap_locks is None else reap_locks) and not dry_run:
@@ -581,6 +609,7 @@ def purge(cluster, volume_pool, image_pools=(), include_unmarked=False, scan_vol
     out = {"pools": [volume_pool, *run.ipools], "removed": run.removed, "kept": run.kept,
            "snapshots_removed": run.snaps_removed, "lock_objects_removed": reaped,
            "dry_run": dry_run, "records_forgotten": run.forgotten,
+           "unfinished": run.unfinished,
            "finished": run.finished}
     if dry_run:
         out["would_remove"] = run.plan

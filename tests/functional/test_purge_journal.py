@@ -261,3 +261,22 @@ def test_every_upload_is_journaled_and_its_record_goes_with_its_clone(cinder_env
     out = _json(env.cli("--config-file", conf_file, "purge"))
     assert f"{env.ipool}/{image_id}" in out["records_forgotten"], out
     assert image_id not in _records(env)
+
+
+def test_a_purge_out_of_time_leaves_the_rest_to_the_next_run(cinder_env):
+    """--budget: once spent, no failed upload is started (counted in `unfinished`, its
+    record and clone untouched); the next run takes them. A budget that is no number of
+    seconds is refused in one line."""
+    env = cinder_env
+    conf = env.conf()
+    failed = [_crashed_upload(env, conf, "clone.cloned")[1] for _ in range(2)]
+    spent = _json(env.cli("--config-file", conf, "purge", "--budget", "0"))
+    assert spent["removed"] == [] and spent["unfinished"].get("open_uploads") == 2, spent
+    assert set(failed) <= set(_records(env))
+    assert set(failed) <= set(env.pool_state()[env.ipool]["images"])
+    out = _json(env.cli("--config-file", conf, "purge", "--budget", "600"))
+    assert sorted(out["removed"]) == sorted(f"{env.ipool}/{i}" for i in failed), out
+    assert out["unfinished"] == {}, out
+    assert not set(failed) & set(_records(env))
+    bad = env.cli("--config-file", conf, "purge", "--budget", "soon")
+    assert bad.returncode == 2 and "'soon' is not a number of seconds" in bad.stderr, bad.stderr
