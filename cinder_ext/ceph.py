@@ -85,6 +85,7 @@ _os_thread, _os_time = _os_threading()
 _LIVE = weakref.WeakSet()  # every Cluster, for the wait at exit
 _EXITING = []  # set at exit: no new librados call starts through a Cluster
 CLOSE_WAIT = 10  # seconds close() and an exiting process wait for librados calls in flight
+IMAGE_WAIT = 1  # and close() for an image another thread still holds open
 
 
 @atexit.register
@@ -158,12 +159,19 @@ class Cluster:
             self.unwatch(handle)
         with self._open_lock:
             self._closing = True  # no new call from here on: wait for those in flight
-        if not self._wait_idle(CLOSE_WAIT):
-            # another thread is still in librados, or has an image of ours open: on a
-            # client shut down under it, the next call hangs for good (rbd_close, measured)
-            # or uses freed memory. Left to the process instead (a bug of the caller's).
-            LOG.error("Ceph connection as %s not closed: %d call(s) in flight and %d "
-                      "image(s) open through it", self.who, self._in_flight, self._open_images)
+        if not self._wait_idle(CLOSE_WAIT, IMAGE_WAIT):
+            # another thread is still in librados, or an image of ours is open (held by a
+            # caller, maybe this one): on a client shut down under it, the next call hangs
+            # for good (rbd_close, measured) or uses freed memory. Left to the process
+            # instead, usable as before (a bug of the caller's: say so).
+            with self._open_lock:
+                self._closing = False
+            if self._open_images:
+                LOG.error("Ceph connection as %s not closed: %d image(s) still open through it",
+                          self.who, self._open_images)
+            else:
+                LOG.error("Ceph connection as %s not closed: %d call(s) still in librados",
+                          self.who, self._in_flight)
             return
         for ioctx in self._ioctx.values():
             ioctx.close()
@@ -172,23 +180,24 @@ class Cluster:
             self.client.shutdown()
             self.client = None
 
-    def _enter(self, op, pool, image, opening=False):
-        """Count a call (or an image being opened) in flight, unless close() or the
-        process's exit has begun: then no new call starts on this client."""
+    def _enter(self, op, pool, image):
+        """Count a call in flight, unless close() or the process's exit has begun: then
+        no new call starts on this client."""
         with self._open_lock:
             if _EXITING or self._closing:
                 raise exc.CephError(f"{_describe(op, pool, image)}: the connection is closing",
                                     op=op, pool=pool, image=image)
-            if opening:
-                self._open_images += 1
-            else:
-                self._in_flight += 1
+            self._in_flight += 1
 
-    def _wait_idle(self, seconds):
-        """True once no call is in flight and no image open through this client."""
-        deadline = time.monotonic() + seconds
+    def _wait_idle(self, seconds, image_seconds=None):
+        """True once no call is in flight and no image is open through this client.
+        Calls end by themselves (up to `seconds`); an open image waits on its holder, so
+        for those only `image_seconds` once the calls are done."""
+        start = time.monotonic()
+        image_seconds = seconds if image_seconds is None else image_seconds
         while self._in_flight or self._open_images:
-            if time.monotonic() >= deadline:
+            waited = time.monotonic() - start
+            if waited >= seconds or (not self._in_flight and waited >= image_seconds):
                 return False
             _os_time.sleep(0.01)
         return True
@@ -249,18 +258,15 @@ class Cluster:
     def image(self, pool, name, snapshot=None, read_only=False, op="open", image_id=None):
         """An open image, by name or (for one in the trash) by image_id."""
         ioctx = self.ioctx(pool)
-        # counted from before the constructor: it is in librbd too
-        self._enter(op, pool, name or f"id:{image_id}", opening=True)
-        try:
-            with self._op(op, pool, name or f"id:{image_id}", snapshot):
-                if image_id is not None:
-                    img = rbd.Image(ioctx, image_id=image_id, snapshot=snapshot, read_only=read_only)
-                else:
-                    img = rbd.Image(ioctx, name, snapshot=snapshot, read_only=read_only)
-        except BaseException:
+        # the constructor is a call in flight (_op); the image counts as open before that
+        # call ends, so that close() never sees neither
+        with self._op(op, pool, name or f"id:{image_id}", snapshot):
+            if image_id is not None:
+                img = rbd.Image(ioctx, image_id=image_id, snapshot=snapshot, read_only=read_only)
+            else:
+                img = rbd.Image(ioctx, name, snapshot=snapshot, read_only=read_only)
             with self._open_lock:
-                self._open_images -= 1
-            raise
+                self._open_images += 1
         try:
             yield img
         finally:
