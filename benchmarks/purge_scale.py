@@ -145,9 +145,20 @@ auth_strategy = noauth
             raise RuntimeError(f"upload took {out['method']}: {out.get('reason')} {out.get('detail')}")
         return seconds
 
-    def uploads(self, count, workers=8):
+    def fill_upload(self):
+        """One clone upload of the filling; one that fell back to a copy (the peer Glance,
+        busy, failed a request) is done again: a copied image is one more Glance-like one."""
+        for attempt in range(3):
+            try:
+                return self.upload()
+            except RuntimeError as e:
+                if attempt == 2:
+                    raise
+                log(f"  again: {e}")
+
+    def uploads(self, count, workers=4):
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            for i, _ in enumerate(pool.map(lambda _: self.upload(), range(count)), 1):
+            for i, _ in enumerate(pool.map(lambda _: self.fill_upload(), range(count)), 1):
                 if i % 100 == 0:
                     log(f"  {i} uploads")
 
