@@ -203,6 +203,7 @@ auth_strategy = noauth
         seconds = time.monotonic() - t0
         if set(out["removed"]) != failed or out["finished"]:
             raise RuntimeError(f"the purge removed {out['removed']}, not {sorted(failed)}: {out}")
+        self.steps["purge"].append(out["seconds"])
         return seconds, CountingGlance.requests - before
 
     def delete_run(self):
@@ -212,18 +213,25 @@ auth_strategy = noauth
                       encrypted=False)
         with connect(self.backend) as cluster:
             t0 = time.monotonic()
-            delete.delete_volume(cluster, self.backend.rbd_pool, vol)
-            return time.monotonic() - t0
+            out = delete.delete_volume(cluster, self.backend.rbd_pool, vol)
+            seconds = time.monotonic() - t0
+        self.steps["delete"].append(out["seconds"])
+        return seconds
 
     def measure(self, label, runs):
         log(f"measuring {label}")
         out = {"purge": [], "glance_requests": [], "upload": [], "delete": []}
+        self.steps = {"purge": [], "delete": []}  # each run's own step timings
         for _ in range(runs):  # interleaved, so that drift hits each alike
             seconds, requests = self.purge_run()
             out["purge"].append(seconds)
             out["glance_requests"].append(requests)
             out["upload"].append(self.upload())
             out["delete"].append(self.delete_run())
+        for what, runs_steps in self.steps.items():
+            names = sorted({k for r in runs_steps for k in r if isinstance(r[k], (int, float))})
+            out[f"{what}_steps"] = {k: _median([r.get(k, 0) for r in runs_steps]) for k in names}
+            log(f"  {what} steps (median s): {out[f'{what}_steps']}")
         return out
 
 
