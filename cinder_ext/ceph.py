@@ -414,26 +414,73 @@ class Cluster:
 
         [{'pool', 'image', 'id', 'trash' (the child is in its pool's trash), 'snap_id',
         'snap' (the snapshot's name, its original name for a trashed one), 'namespace'}]
-        """
+
+        Read as librbd's list_children2 reads them (clone v1: rbd_children of every pool;
+        clone v2: the snapshot's child list in the header), but each child's name looked
+        up by its id (rbd_directory, else rbd_trash): list_children2 lists every image
+        and trash entry of the child's pool for that, a cost that grew with the Glance
+        pool (benchmarks/purge_scale.py: the delete's inspect 0.027 -> 0.098 s at 10,000
+        images)."""
         out = []
         where = name or f"id:{image_id}"
         with self.image(pool, name, read_only=True, op="list children of", image_id=image_id) as img:
             with self._op("list children of", pool, where):
-                for s in list(img.list_snaps()):
+                parent_id, snaps = img.id(), list(img.list_snaps())
+                pool_id = self.ioctx(pool).get_pool_id()
+                for s in snaps:
                     ns = s.get("namespace", USER_NAMESPACE)
                     original = s["name"]
                     if ns == TRASH_NAMESPACE:
                         original = img.snap_get_trash_namespace(s["id"])["original_name"]
-                    img.set_snap_by_id(s["id"])
-                    try:
-                        kids = list(img.list_children2())
-                    finally:
-                        img.set_snap(None)
-                    for c in kids:
-                        out.append({"pool": c["pool"], "image": c["image"], "id": c.get("id"),
-                                    "trash": bool(c.get("trash")), "snap_id": s["id"],
-                                    "snap": original, "namespace": ns})
-        return out
+                    for child_pool, child_ns, child_id in self._child_ids(pool, pool_id, parent_id, s["id"]):
+                        child_name, trashed = self._child_name(child_pool, child_ns, child_id)
+                        out.append({"pool": child_pool, "image": child_name, "id": child_id,
+                                    "trash": trashed, "snap_id": s["id"], "snap": original,
+                                    "namespace": ns})
+        return sorted(out, key=lambda c: (c["pool"], c["image"]))
+
+    def _child_ids(self, pool, pool_id, parent_id, snap_id):
+        """[(pool name, namespace, image id)] of the clones of one snapshot, v1 and v2."""
+        found = []
+        v1_key = struct.pack("<q", pool_id) + _cls_string(parent_id) + struct.pack("<Q", snap_id)
+        for child_pool in self.client.list_pools():
+            if self.client.get_pool_base_tier(self.client.pool_lookup(child_pool)) != \
+                    self.client.pool_lookup(child_pool):
+                continue  # a cache tier, as librbd skips it
+            try:
+                ret, data = self.ioctx(child_pool).execute("rbd_children", "rbd", "get_children",
+                                                           v1_key, length=1 << 20)
+            except rados.ObjectNotFound:
+                continue
+            found += [(child_pool, "", i) for i in _decode_string_set(data[:ret] if ret > 0 else data)]
+        try:
+            ret, data = self.ioctx(pool).execute(f"rbd_header.{parent_id}", "rbd", "children_list",
+                                                 struct.pack("<Q", snap_id), length=1 << 20)
+        except (rados.ObjectNotFound, rados.OSError) as e:
+            if isinstance(e, rados.ObjectNotFound) or getattr(e, "errno", None) == errno_mod.EOPNOTSUPP:
+                return found
+            raise
+        for child_pool_id, child_ns, child_id in _decode_child_specs(data[:ret] if ret > 0 else data):
+            found.append((self.client.pool_reverse_lookup(child_pool_id), child_ns, child_id))
+        return found
+
+    def _child_name(self, pool, namespace, image_id):
+        """(name, in the trash) of a child by its id: its directory entry, else its trash
+        entry (librbd's own two places, as list_children2 reports them)."""
+        ioctx = self.ioctx(pool, namespace)
+        try:
+            ret, data = ioctx.execute("rbd_directory", "rbd", "dir_get_name",
+                                      _cls_string(image_id), length=4096)
+            return _decode_string(data[:ret] if ret > 0 else data), False
+        except rados.ObjectNotFound:
+            pass
+        ret, data = ioctx.execute("rbd_trash", "rbd", "trash_get", _cls_string(image_id),
+                                  length=65536)  # ObjectNotFound: in neither (gone meanwhile)
+        entry = _decode_trash_spec(image_id, data[:ret] if ret > 0 else data)
+        if entry is None:
+            raise exc.CephError(f"cannot read the trash entry of image id {image_id} in {pool}",
+                                op="list children of", pool=pool)
+        return entry["name"], entry["source"] != "REMOVING"
 
     def snap_has_children(self, pool, snap_id, name=None, image_id=None):
         with self.image(pool, name, read_only=True, op="list children of", image_id=image_id) as img:
@@ -889,6 +936,44 @@ def _decode_trash_spec(image_id, buf):
             "source": _TRASH_SOURCES[source] if source < len(_TRASH_SOURCES) else source,
             "deletion_time": datetime.datetime.fromtimestamp(dsec, utc).replace(tzinfo=None),
             "deferment_end_time": datetime.datetime.fromtimestamp(esec, utc).replace(tzinfo=None)}
+
+
+def _decode_string(buf, pos=0):
+    (n,) = struct.unpack_from("<I", buf, pos)
+    return buf[pos + 4:pos + 4 + n].decode()
+
+
+def _decode_string_set(buf):
+    """std::set<std::string>: count, then each string (u32 length, bytes)."""
+    if not buf:
+        return []
+    (count,) = struct.unpack_from("<I", buf, 0)
+    out, pos = [], 4
+    for _ in range(count):
+        (n,) = struct.unpack_from("<I", buf, pos)
+        out.append(buf[pos + 4:pos + 4 + n].decode())
+        pos += 4 + n
+    return out
+
+
+def _decode_child_specs(buf):
+    """cls::rbd::ChildImageSpecs (a set): count, then each ChildImageSpec in its
+    ENCODE_START frame (version, compat, length): pool id i64, image id, and from
+    version 2 the pool namespace. The frame's length is followed, so that fields a newer
+    release appends are skipped."""
+    if not buf:
+        return []
+    (count,) = struct.unpack_from("<I", buf, 0)
+    out, pos = [], 4
+    for _ in range(count):
+        version = buf[pos]
+        (length,) = struct.unpack_from("<I", buf, pos + 2)
+        body, pos = pos + 6, pos + 6 + length
+        (pool_id,) = struct.unpack_from("<q", buf, body)
+        image_id = _decode_string(buf, body + 8)
+        namespace = _decode_string(buf, body + 12 + len(image_id.encode())) if version >= 2 else ""
+        out.append((pool_id, namespace, image_id))
+    return out
 
 
 def _cls_string(text):

@@ -50,3 +50,56 @@ def test_close_never_shuts_the_client_down_under_an_open_image(ceph_cluster, tmp
     assert proc.stdout.splitlines() == [
         "Ceph connection as client.cinder not closed: 1 image(s) still open through it",
         "connected", f"size {1 << 20}", "closed"], proc.stdout + proc.stderr[-2000:]
+
+
+def test_children_are_those_librbds_list_children2_reports(ceph_cluster):
+    """Cluster.children reads the child lists itself and looks each name up by id (not
+    list_children2, whose name lookup lists the whole child pool): the same clones, v1
+    and v2, live and in the trash, in another pool and in its own."""
+    import rados
+    vpool, ipool = ceph_cluster.cinder_pool, ceph_cluster.glance_pool
+    admin = rados.Rados(conffile=ceph_cluster.conf, rados_id="admin")
+    admin.connect()
+    vio, iio = admin.open_ioctx(vpool), admin.open_ioctx(ipool)
+    parent, made = "children-parent", []
+    try:
+        rbd.RBD().create(vio, parent, 1 << 20)
+        with rbd.Image(vio, parent) as img:
+            img.create_snap("v2")
+            img.create_snap("v1")
+            img.protect_snap("v1")
+        for snap, child_io, child, fmt in (("v2", iio, "children-v2", 2),
+                                           ("v2", vio, "children-v2-here", 2),
+                                           ("v1", iio, "children-v1", 1),
+                                           ("v2", iio, "children-v2-trashed", 2)):
+            admin.conf_set("rbd_default_clone_format", str(fmt))  # the binding has no option
+            rbd.RBD().clone(vio, parent, snap, child_io, child)
+            made.append((child_io, child))
+        rbd.RBD().trash_move(iio, "children-v2-trashed")
+        with rbd.Image(vio, parent, read_only=True) as img:
+            want = []
+            for s in img.list_snaps():
+                img.set_snap_by_id(s["id"])
+                want += [(c["pool"], c["image"], c["id"], bool(c["trash"]), s["name"])
+                         for c in img.list_children2()]
+            img.set_snap(None)
+        with ceph.Cluster(ceph_cluster.conf, "admin") as cluster:
+            got = [(c["pool"], c["image"], c["id"], c["trash"], c["snap"])
+                   for c in cluster.children(vpool, parent)]
+        assert sorted(got) == sorted(want) and len(want) == 4, (got, want)
+        assert (ipool, "children-v2-trashed") in {(p, n) for p, n, _, t, _ in got if t}
+    finally:
+        for entry in rbd.RBD().trash_list(iio):
+            if entry["name"] == "children-v2-trashed":
+                rbd.RBD().trash_remove(iio, entry["id"])
+        for io, name in made:
+            if name != "children-v2-trashed":
+                rbd.RBD().remove(io, name)
+        with rbd.Image(vio, parent) as img:
+            img.unprotect_snap("v1")
+            img.remove_snap("v1")
+            img.remove_snap("v2")
+        rbd.RBD().remove(vio, parent)
+        vio.close()
+        iio.close()
+        admin.shutdown()
