@@ -47,13 +47,16 @@ def _last_line(text, default):
 
 
 def _crash_report(proc, state, log):
-    """For a run killed by a signal (a native crash): the Python stacks faulthandler
-    wrote and the log's last lines, in the failure itself (CI keeps no tmp_path)."""
-    if proc.returncode >= 0:
-        return ""
+    """For a run killed by a signal (a native crash), or one that failed outside its
+    run (no traceback.txt): the Python stacks faulthandler wrote and the log's last
+    lines, in the failure itself (CI keeps no tmp_path)."""
+    tail = "\n".join(log.splitlines()[-30:])
+    if proc.returncode > 0:
+        if (state / "traceback.txt").exists():
+            return ""
+        return f"\n--- cinder-volume.log, last lines ---\n{tail}"
     crash = state / "traceback.txt.crash"
     stacks = crash.read_text(errors="replace") if crash.exists() else "(no stacks written)"
-    tail = "\n".join(log.splitlines()[-30:])
     return f"\n--- stacks at the crash ---\n{stacks}\n--- cinder-volume.log, last lines ---\n{tail}"
 
 

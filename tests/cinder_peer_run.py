@@ -87,7 +87,10 @@ def _stop_periodic_tasks():
         task = getattr(driver, "_purge_task", None)
         if task is not None:
             task.stop()
-            task.wait()
+            try:
+                task.wait()
+            except AttributeError:  # it ended already: oslo.service dropped its event
+                pass
 
 
 def on_eventlet():
