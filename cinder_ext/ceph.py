@@ -427,26 +427,29 @@ class Cluster:
             with self._op("list children of", pool, where):
                 parent_id, snaps = img.id(), list(img.list_snaps())
                 pool_id = self.ioctx(pool).get_pool_id()
+                # the pools clone v1 children may be in: every pool but cache tiers (as
+                # librbd skips them), looked up once for all snapshots
+                pool_ids = {p: self.client.pool_lookup(p) for p in self.client.list_pools()}
+                v1_pools = [p for p, i in pool_ids.items() if self.client.get_pool_base_tier(i) == i]
                 for s in snaps:
                     ns = s.get("namespace", USER_NAMESPACE)
                     original = s["name"]
                     if ns == TRASH_NAMESPACE:
                         original = img.snap_get_trash_namespace(s["id"])["original_name"]
-                    for child_pool, child_ns, child_id in self._child_ids(pool, pool_id, parent_id, s["id"]):
+                    for child_pool, child_ns, child_id in self._child_ids(
+                            pool, pool_id, parent_id, s["id"], v1_pools):
                         child_name, trashed = self._child_name(child_pool, child_ns, child_id)
                         out.append({"pool": child_pool, "image": child_name, "id": child_id,
                                     "trash": trashed, "snap_id": s["id"], "snap": original,
                                     "namespace": ns})
         return sorted(out, key=lambda c: (c["pool"], c["image"]))
 
-    def _child_ids(self, pool, pool_id, parent_id, snap_id):
-        """[(pool name, namespace, image id)] of the clones of one snapshot, v1 and v2."""
+    def _child_ids(self, pool, pool_id, parent_id, snap_id, v1_pools):
+        """[(pool name, namespace, image id)] of the clones of one snapshot, v1 (looked
+        for in v1_pools) and v2."""
         found = []
         v1_key = struct.pack("<q", pool_id) + _cls_string(parent_id) + struct.pack("<Q", snap_id)
-        for child_pool in self.client.list_pools():
-            if self.client.get_pool_base_tier(self.client.pool_lookup(child_pool)) != \
-                    self.client.pool_lookup(child_pool):
-                continue  # a cache tier, as librbd skips it
+        for child_pool in v1_pools:
             try:
                 ret, data = self.ioctx(child_pool).execute("rbd_children", "rbd", "get_children",
                                                            v1_key, length=1 << 20)
