@@ -49,7 +49,7 @@ from cinder_ext.exceptions import GlanceError  # noqa: E402
 from cinder_ext.glance import Glance  # noqa: E402
 from cinder_ext.upload import connect, upload_volume  # noqa: E402
 from tests import fault_injection  # noqa: E402
-from tests.devcluster import DevCluster  # noqa: E402
+from tests.devcluster import DevCluster, stop_all  # noqa: E402
 from tests.peers import GlancePeer  # noqa: E402
 
 MiB = 1 << 20
@@ -91,11 +91,7 @@ class Bench:
 
     def close(self):
         self.admin.shutdown()
-        for stop in self.stop:
-            try:
-                stop()
-            except Exception as e:  # keep stopping the rest
-                log(f"while stopping: {e}")
+        stop_all(self.stop, log)
 
     def _conf(self):
         client = self.cluster.client("cinder")

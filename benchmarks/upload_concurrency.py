@@ -43,7 +43,7 @@ import rbd  # noqa: E402
 from cinder_ext import opts  # noqa: E402
 from cinder_ext.glance import Glance  # noqa: E402
 from cinder_ext.upload import upload_volume  # noqa: E402
-from tests.devcluster import DevCluster  # noqa: E402
+from tests.devcluster import DevCluster, stop_all  # noqa: E402
 from tests.info_api import InfoAPI  # noqa: E402
 from tests.peers import GlancePeer  # noqa: E402
 
@@ -114,11 +114,7 @@ request_timeout = 300
 
     def close(self):
         self.admin.shutdown()
-        for stop in self.stop:
-            try:
-                stop()
-            except Exception as exc:  # keep stopping the rest
-                log(f"while stopping: {exc}")
+        stop_all(self.stop, log)
 
     def make_volumes(self, n):
         names = []

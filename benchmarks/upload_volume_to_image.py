@@ -47,7 +47,7 @@ from cinder_ext import opts  # noqa: E402
 from cinder_ext.glance import Glance  # noqa: E402
 from cinder_ext.upload import upload_volume  # noqa: E402
 from tests.cinder_peer import cinder_conf as cinder29_conf  # noqa: E402
-from tests.devcluster import DevCluster  # noqa: E402
+from tests.devcluster import DevCluster, stop_all  # noqa: E402
 from tests.info_api import InfoAPI  # noqa: E402
 from tests.peers import GlancePeer  # noqa: E402
 
@@ -89,11 +89,7 @@ class Bench:
 
     def close(self):
         self.admin.shutdown()
-        for stop in self.stop:
-            try:
-                stop()
-            except Exception as exc:  # keep stopping the rest
-                log(f"while stopping: {exc}")
+        stop_all(self.stop, log)
 
     def _our_conf(self, enable, flatten=False):
         client = self.cluster.client("cinder")

@@ -75,3 +75,13 @@ class DevCluster:
         images = json.loads(self.admin("rbd", "ls", "-l", "-p", pool, "--format", "json") or "[]")
         trash = json.loads(self.admin("rbd", "trash", "ls", "-a", "-p", pool, "--format", "json") or "[]")
         return {"images": images, "trash": trash}
+
+
+def stop_all(stoppers, say):
+    """Call each stopper in turn (a benchmark's peers, then its cluster); one that fails
+    is reported through say() and the rest still run."""
+    for stop in stoppers:
+        try:
+            stop()
+        except Exception as exc:  # keep stopping the rest
+            say(f"while stopping: {exc}")
