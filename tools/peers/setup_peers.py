@@ -10,9 +10,11 @@ under a second; editing a recipe rebuilds that peer only. Test sessions run side
 by side: one builder at a time ($PEERS_DIR/.lock), the others wait. To add a
 peer: add its recipe to RECIPES.
 
-Each recipe: Debian packages (`apt`), pip steps in a fresh venv on Debian's default
-Python, the one its rados/rbd bindings are built for (`pip`; a NAME.constraints file
-pins the first step), a directory of this checkout installed as a copy (`local`),
+Each recipe: Debian packages (`apt`), install steps in a fresh venv on Debian's default
+Python, the one its rados/rbd bindings are built for (`pip`: installed with uv, tools/uv,
+which resolves as pip would, much faster; a NAME.constraints file pins the first step;
+the venv keeps its own pip, for whoever installs into it as an operator would), a
+directory of this checkout installed as a copy (`local`),
 Debian's rados/rbd bindings linked in (`ceph`), and what must hold afterwards
 (`imports` run in the venv, `commands` in its bin/).
 """
@@ -26,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 
 import releases
 from peerlib import HERE, PEERS_DIR, ROOT, PeerError, apt_install, apt_missing, run_main
@@ -35,7 +38,6 @@ from peerlib import HERE, PEERS_DIR, ROOT, PeerError, apt_install, apt_missing, 
 PYTHON = "/usr/bin/python3"
 DIST_PACKAGES = "/usr/lib/python3/dist-packages"
 LOCK_TIMEOUT = 1800
-PIP_NOISE = ("is ignored", "WARNING: There was an error checking the latest version")
 
 GUNICORN = "gunicorn==27.0.1"  # as glance33.constraints and keystone30.constraints pin it
 
@@ -134,6 +136,12 @@ def _sources(local):
     return b"".join(_read(f) for f in sorted(files, key=lambda f: os.path.relpath(f, base)))
 
 
+def _name(src):
+    """The distribution name of a local directory (its pyproject.toml's)."""
+    with open(os.path.join(src, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)["project"]["name"]
+
+
 def constraints_file(name):
     path = os.path.join(HERE, f"{name}.constraints")
     return path if os.path.isfile(path) else None
@@ -169,17 +177,28 @@ def current(name):
     return False
 
 
+UV = os.path.join(ROOT, "tools", "uv")
+def uv_why(output):
+    """One line saying why uv failed: its error line and the innermost cause under it (uv's
+    "error: No solution found when resolving dependencies" then "  cause: Because ...")."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip() and not ln.strip().startswith("hint:")]
+    errors = [i for i, ln in enumerate(lines) if ln.startswith("error:")]
+    if not errors:
+        return lines[-1] if lines else "no output"
+    error = lines[errors[-1]].removeprefix("error:").strip()
+    causes = [ln.removeprefix("cause:").strip() for ln in lines[errors[-1] + 1:] if ln.startswith("cause:")]
+    return f"{error}: {causes[-1]}" if causes else error
+
+
 def pip(venv, *args, log):
-    """pip install, quiet, without this machine's "Location ... is ignored" noise; on failure
-    one line: pip's own last ERROR line says why."""
-    proc = subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", "--disable-pip-version-check",
-                           *args], capture_output=True, text=True)
-    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    """Install into the venv with uv (`uv pip install`), quiet; on failure one line: uv's
+    error and its innermost cause say why."""
+    proc = subprocess.run([UV, "pip", "install", "-q", "--python", os.path.join(venv, "bin", "python"), *args],
+                          capture_output=True, text=True)
     if proc.returncode != 0:
-        why = [ln for ln in lines if ln.startswith("ERROR:")] or [ln for ln in lines if "is ignored" not in ln]
-        raise PeerError(f"pip install {' '.join(args)} failed in {venv}: {why[-1] if why else 'no output'}")
-    for line in lines:
-        if log and not any(noise in line for noise in PIP_NOISE):
+        raise PeerError(f"uv pip install {' '.join(args)} failed in {venv}: {uv_why(proc.stdout + proc.stderr)}")
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if log and line.strip():
             log(line)
 
 
@@ -224,8 +243,8 @@ def build(name, log):
     if recipe.get("local"):
         src = os.path.join(ROOT, recipe["local"])
         shutil.rmtree(os.path.join(src, "build"), ignore_errors=True)
-        try:
-            pip(venv, src, log=log)
+        try:  # rebuilt: uv's cache knows a local directory by its pyproject.toml's mtime only
+            pip(venv, "--reinstall-package", _name(src), src, log=log)
         finally:
             shutil.rmtree(os.path.join(src, "build"), ignore_errors=True)
     if recipe.get("ceph"):  # Debian's rados/rbd bindings, and only those, from dist-packages
