@@ -668,8 +668,8 @@ class Cluster:
         """{gid of each client whose watch the OSD keeps on pool/obj}: what librbd asks
         before it breaks a lock. Neither python-rados nor librados' C API lists watchers
         (only the C++ IoCtx::list_watchers does), so Ceph's own `rados listwatchers`
-        answers, as this client's user. A missing object (librados' own stat says so)
-        has no watchers; every other failure of the command, whatever it printed, raises:
+        answers, as this client's user. A missing object (librados' own stat says so,
+        before the command or after it failed) has no watchers; every other failure of the command, whatever it printed, raises:
         the caller keeps the lock, never reads it as "nobody"."""
         try:
             self.stat_object(pool, obj, namespace=namespace)
@@ -689,6 +689,10 @@ class Cluster:
             raise exc.CephError(f"list watchers of {pool}/{obj}: {e}", op="list watchers of",
                                 pool=pool, image=obj) from None
         if proc.returncode != 0:
+            try:  # the holder removed the object between our stat and the command
+                self.stat_object(pool, obj, namespace=namespace)
+            except exc.CephNotFound:
+                return set()
             raise exc.CephError(f"list watchers of {pool}/{obj}: "
                                 f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}",
                                 op="list watchers of", pool=pool, image=obj)

@@ -24,8 +24,8 @@ import rados
 from tests.cinder_fixtures import *  # noqa: F401,F403  (fixtures)
 from tests.cinder_fixtures import MiB, lock_holders, lock_objects
 from cinder_ext import locks
-from cinder_ext import locks
 from cinder_ext import delete as delete_mod
+from cinder_ext import exceptions as exc
 from cinder_ext.ceph import Cluster
 from cinder_ext.upload import connect
 
@@ -34,6 +34,7 @@ UPLOAD_CYCLES = int(os.environ.get("GRC_LOCK_UPLOAD_CYCLES", "10"))
 
 HOLDER = r"""
 import json, sys
+from cinder_ext import exceptions as exc
 from cinder_ext.ceph import Cluster
 from cinder_ext.upload import connect
 from cinder_ext import locks
@@ -61,6 +62,7 @@ print("released", flush=True)
 # takes and releases the lock as fast as it can, `cycles` times: its release races takers
 CYCLER = r"""
 import json, sys
+from cinder_ext import exceptions as exc
 from cinder_ext.ceph import Cluster
 from cinder_ext import locks
 conf, user, pool, what, cycles = sys.argv[1:6]
@@ -422,3 +424,42 @@ def test_a_holder_racing_its_own_release_is_never_blocklisted(ceph_cluster, cind
     blocklist = _blocklist(ceph_cluster)
     assert all(_addr(i) not in blocklist for i in infos), blocklist
     assert sum(r["taken"] for r in results) >= 150, results
+
+
+def _rados_wrapper(tmp_path, monkeypatch, before_listwatchers):
+    """`rados` first on PATH: runs `before_listwatchers` (shell) and then the real
+    command. The race it stands for (a holder releasing between list_watchers' stat and
+    its command) lasts milliseconds; the wrapper makes it happen every time, for real."""
+    real = shutil.which("rados")
+    wrapper = tmp_path / "bin" / "rados"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f"#!/bin/sh\n{before_listwatchers}\nexec {real} \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+
+
+def test_an_object_removed_before_listwatchers_has_no_watchers(ceph_cluster, cinder, admin,
+                                                                tmp_path, monkeypatch):
+    pool, obj = ceph_cluster.glance_pool, "rbd_clone_lock.listwatchers-race"
+    admin[pool].set_namespace(locks.LOCK_NAMESPACE)
+    admin[pool].write_full(obj, b"")
+    admin[pool].set_namespace("")
+    # the wrapper removes the object as its holder's release would, with the admin key
+    _rados_wrapper(tmp_path, monkeypatch,
+                   f"{shutil.which('rados')} --conf {ceph_cluster.conf} --keyring "
+                   f"{ceph_cluster.admin_keyring} -p {pool} -N {locks.LOCK_NAMESPACE} rm {obj}")
+    assert cinder.list_watchers(pool, obj, namespace=locks.LOCK_NAMESPACE) == set()
+
+
+def test_a_failing_listwatchers_on_a_present_object_raises(ceph_cluster, cinder, admin,
+                                                           tmp_path, monkeypatch):
+    pool, obj = ceph_cluster.glance_pool, "rbd_clone_lock.listwatchers-fails"
+    admin[pool].set_namespace(locks.LOCK_NAMESPACE)
+    admin[pool].write_full(obj, b"")
+    try:
+        _rados_wrapper(tmp_path, monkeypatch, "echo 'error: keyring not found' >&2; exit 2")
+        with pytest.raises(exc.CephError, match="keyring not found"):
+            cinder.list_watchers(pool, obj, namespace=locks.LOCK_NAMESPACE)
+    finally:
+        admin[pool].remove_object(obj)
+        admin[pool].set_namespace("")
