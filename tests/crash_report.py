@@ -5,12 +5,13 @@ its threads (dozens: Ceph's, the servers tests start) to stderr, and CI's log ke
 the head and the tail of a long output: the crashing thread, in the middle, was cut.
 Each worker writes its fault report to a file instead; when a worker goes down, the
 controller prints the crashing thread's frames and, for every other thread, its
-innermost frame in tests/.
+innermost frame of this project's code (a test, a fixture, a driver call).
 """
 
 import faulthandler
 import os
 import shutil
+import sysconfig
 import tempfile
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 ENV = "GRC_TEST_CRASH_DIR"  # set by the controller, inherited by the workers it spawns
 MAX_FRAMES = 25
 HARNESS = tuple(f"{os.sep}{m}{os.sep}" for m in ("_pytest", "pluggy", "xdist", "execnet"))
+STDLIB = sysconfig.get_paths()["stdlib"] + os.sep
 _report_key = pytest.StashKey()  # a worker's open report file, kept for faulthandler
 _made_key = pytest.StashKey()    # the controller's directory, removed at the end
 
@@ -39,11 +41,21 @@ def pytest_unconfigure(config):
         shutil.rmtree(made, ignore_errors=True)
 
 
+def _own(frame):
+    """A frame of this project's code (tests/, cinder_ext/, ...), not of Python's library
+    or an installed package: where an idle thread (eventlet's 20 tpool workers) has none."""
+    path = frame.split('"')[1] if frame.count('"') >= 2 else ""
+    return bool(path) and not path.startswith(STDLIB) and not any(
+        f"{os.sep}{d}{os.sep}" in path for d in ("site-packages", "dist-packages"))
+
+
 def summary(text):
-    """The fatal error, the current thread's frames (pytest's own left out), and each other
-    thread's innermost frame in tests/ (the test or fixture it was in)."""
+    """The fatal error, the current thread's frames (pytest's own left out), then each other
+    thread's innermost frame of this project's code (the test, fixture or driver call it
+    was in)."""
     blocks = [b.strip("\n").splitlines() for b in text.split("\n\n") if b.strip()]
     out = [line for b in blocks for line in b if line.startswith("Fatal Python error")][:1]
+    others = []
     for block in blocks:
         head = block[0]
         frames = [line.strip() for line in block[1:] if not any(h in line for h in HARNESS)]
@@ -51,10 +63,10 @@ def summary(text):
             out.append(head)
             out += [f"  {f}" for f in frames[:MAX_FRAMES]] or ["  (no Python frame: a thread of Ceph's own)"]
         elif head.startswith("Thread"):
-            ours = [f for f in frames if f"{os.sep}tests{os.sep}" in f]
+            ours = [f for f in frames if _own(f)]
             if ours:
-                out.append(f"{head.split(' (')[0]}: {ours[0]}")
-    return out
+                others.append(f"{head.split(' (')[0]}: {ours[0]}")
+    return out + others
 
 
 @pytest.hookimpl(optionalhook=True)
