@@ -6,9 +6,10 @@ import name with upstream Glance.
 
 Idempotent: a stamp file per peer, named after its recipe below (and its
 NAME.constraints file, and the sources it installs), makes a second run take well
-under a second; editing a recipe rebuilds that peer only. Test sessions run side
-by side: one builder at a time ($PEERS_DIR/.lock), the others wait. To add a
-peer: add its recipe to RECIPES.
+under a second; editing a recipe rebuilds that peer only. The peers one run builds
+are built side by side (their Debian packages first), each in its own venv. Test
+sessions run side by side: one builder at a time ($PEERS_DIR/.lock), the others
+wait. To add a peer: add its recipe to RECIPES.
 
 Each recipe: Debian packages (`apt`), install steps in a fresh venv on Debian's default
 Python, the one its rados/rbd bindings are built for (`pip`: installed with uv, tools/uv,
@@ -20,6 +21,7 @@ Debian's rados/rbd bindings linked in (`ceph`), and what must hold afterwards
 """
 
 import argparse
+import concurrent.futures
 import fcntl
 import hashlib
 import json
@@ -186,7 +188,12 @@ def uv_why(output):
     if not errors:
         return lines[-1] if lines else "no output"
     error = lines[errors[-1]].removeprefix("error:").strip()
-    causes = [ln.removeprefix("cause:").strip() for ln in lines[errors[-1] + 1:] if ln.startswith("cause:")]
+    causes = []  # each with its continuation lines ("And because ...")
+    for ln in lines[errors[-1] + 1:]:
+        if ln.startswith("cause:"):
+            causes.append(ln.removeprefix("cause:").strip())
+        elif causes:
+            causes[-1] += " " + ln
     return f"{error}: {causes[-1]}" if causes else error
 
 
@@ -224,11 +231,8 @@ def ceph_bindings(suffix):
 
 
 def build(name, log):
+    """Build the peer's venv (its Debian packages installed already: setup)."""
     recipe, venv = RECIPES[name], os.path.join(PEERS_DIR, name)
-    missing = apt_missing(recipe["apt"] + ([] if os.access(PYTHON, os.X_OK) else ["python3"]))
-    if missing:
-        _say(log, f"installing {' '.join(missing)}")
-        apt_install(missing)
     python, suffix, version = debian_python()
     bindings = ceph_bindings(suffix) if recipe.get("ceph") else []
     _say(log, f"{name} on {python} (Python {version})"
@@ -289,15 +293,28 @@ def setup(names=(), log=None):
                 if time.monotonic() > deadline:
                     raise PeerError(f"timed out waiting for another setup-peers ({PEERS_DIR}/.lock)") from None
                 time.sleep(0.5)
-        for name in names:
-            if current(name):  # built meanwhile, by whoever held the lock
-                continue
-            ready = stamp(name)
-            t0 = time.monotonic()
-            _say(log, f"building {name} in {os.path.dirname(ready)}")
-            build(name, log)
-            open(ready, "w").close()
-            _say(log, f"{name} ready in {time.monotonic() - t0:.0f}s")
+        todo = [n for n in names if not current(n)]  # the others built meanwhile, by whoever held the lock
+        # every peer's Debian packages first, at once (apt runs one at a time) ...
+        missing = apt_missing(sorted({p for n in todo for p in RECIPES[n]["apt"]})
+                              + ([] if os.access(PYTHON, os.X_OK) else ["python3"]))
+        if missing:
+            _say(log, f"installing {' '.join(missing)}")
+            apt_install(missing)
+        # ... then their venvs side by side: independent, and mostly uv's downloads
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
+            futures = [pool.submit(_build_and_stamp, name, log) for name in todo]
+        for future in futures:
+            if future.exception():
+                raise future.exception()
+
+
+def _build_and_stamp(name, log):
+    ready = stamp(name)
+    t0 = time.monotonic()
+    _say(log, f"building {name} in {os.path.dirname(ready)}")
+    build(name, log)
+    open(ready, "w").close()
+    _say(log, f"{name} ready in {time.monotonic() - t0:.0f}s")
 
 
 def main(argv=None):
