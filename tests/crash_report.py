@@ -66,6 +66,10 @@ def summary(text):
             ours = [f for f in frames if _own(f)]
             if ours:
                 others.append(f"{head.split(' (')[0]}: {ours[0]}")
+    if not any(line.startswith("Current thread") for line in out):
+        # faulthandler marks the thread it runs in; a thread librados or librbd started
+        # itself (a messenger, a finisher, a watch callback's) has no Python state to mark
+        out.append("(the crashing thread ran no Python: one of Ceph's own threads)")
     return out + others
 
 

@@ -31,3 +31,10 @@ def test_the_crashing_thread_and_busy_threads_survive_twenty_idle_workers():
     assert "rbd_parent" in lines[3] and "main" in lines[4]
     # the busy tpool worker by its innermost frame of ours; the 20 idle ones not at all
     assert lines[5:] == ['Thread 0x00007f5b40000000: File "/w/cinder_ext/ceph.py", line 312 in _call']
+
+
+def test_a_crash_in_a_thread_without_python_says_so():
+    report = REPORT[:REPORT.index("Current thread")]
+    lines = crash_report.summary(report)
+    assert lines[1] == "(the crashing thread ran no Python: one of Ceph's own threads)"
+    assert lines[2].startswith("Thread 0x00007f5b40000000")
