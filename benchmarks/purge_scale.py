@@ -77,6 +77,7 @@ class Bench:
     def __init__(self, work):
         self.work = work
         self.reclaimable = set()  # volumes trashed by a delete run, their image since deleted
+        self.steps = {"purge": [], "delete": []}  # each run's own step timings (measure)
         # a killed upload's lease ends WATCH_TIMEOUT s later (Ceph's default is 30)
         self.cluster = DevCluster.start(os.path.join(work, "ceph"), "--osd-size", "8G",
                                         "--watch-timeout", str(WATCH_TIMEOUT))
