@@ -72,6 +72,12 @@ class ObjectLock:
     def held(self):
         return self.watch is not None
 
+    @property
+    def where(self):
+        """pool[/namespace]/object, as rbd spells an image in a namespace: the legacy and
+        the current lock of one upload have the same object name."""
+        return "/".join(filter(None, (self.pool, self.ns, self.obj)))
+
     def _desc(self):
         # for error messages only: liveness is the watch
         return json.dumps({"op": self.op, "host": socket.gethostname(), "pid": os.getpid()})
@@ -118,8 +124,8 @@ class ObjectLock:
             watching = self.ceph.list_watchers(self.pool, self.obj, namespace=ns)
         except exc.CephError as e:
             # unknown is never dead: every holder counts as live, nobody is blocklisted
-            LOG.warning("%s/%s: cannot tell whether its holders live (%s); leaving their "
-                        "lock", self.pool, self.obj, e)
+            LOG.warning("%s: cannot tell whether its holders live (%s); leaving their "
+                        "lock", self.where, e)
             return holders
         live = [h for h in holders if h["gid"] in watching]
         unwatched = [h for h in holders if h["gid"] not in watching]
@@ -132,20 +138,20 @@ class ObjectLock:
             if (h["gid"], h["cookie"]) not in still:
                 continue
             if not h.get("addr"):
-                LOG.warning("%s/%s: holder %s has no watch but no address to blocklist "
-                            "either; leaving its lock", self.pool, self.obj, _who(h))
+                LOG.warning("%s: holder %s has no watch but no address to blocklist "
+                            "either; leaving its lock", self.where, _who(h))
                 live.append(h)
                 continue
             try:
                 # fence first: a holder that comes back must not act after we break in
                 self.ceph.blocklist(h["addr"], BLOCKLIST_EXPIRE)
             except exc.CephError as e:
-                LOG.warning("%s/%s: cannot blocklist holder %s (%s); leaving its lock",
-                            self.pool, self.obj, _who(h), e)
+                LOG.warning("%s: cannot blocklist holder %s (%s); leaving its lock",
+                            self.where, _who(h), e)
                 live.append(h)
                 continue
-            LOG.warning("%s/%s: breaking the lock of %s: the OSD no longer keeps its watch "
-                        "(its client stopped pinging); blocklisted", self.pool, self.obj, _who(h))
+            LOG.warning("%s: breaking the lock of %s: the OSD no longer keeps its watch "
+                        "(its client stopped pinging); blocklisted", self.where, _who(h))
             self.ceph.break_lock(self.pool, self.obj, LOCK_NAME,
                                  (h["entity"][0], h["entity"][1], h["cookie"]), namespace=ns)
         return live
@@ -155,7 +161,7 @@ class ObjectLock:
         try:
             self.ceph.remove_if_unlocked(self.pool, self.obj, LOCK_NAME, namespace=self.ns)
         except exc.CinderExtError as e:
-            LOG.warning("%s/%s: removing the free lock object failed: %s", self.pool, self.obj, e)
+            LOG.warning("%s: removing the free lock object failed: %s", self.where, e)
 
     def release(self):
         if self.watch is None:
@@ -166,7 +172,7 @@ class ObjectLock:
         except exc.CinderExtError as e:
             # fenced, or Ceph away: without our watch the lock is a dead holder's, which the
             # next taker (or purge's reap_lock_objects) breaks; no more calls to wait on
-            LOG.warning("%s/%s: releasing the lock failed: %s", self.pool, self.obj, e)
+            LOG.warning("%s: releasing the lock failed: %s", self.where, e)
             self.ceph.unwatch(watch)
             return
         self.ceph.unwatch(watch)
