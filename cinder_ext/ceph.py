@@ -116,6 +116,7 @@ class Cluster:
         self.client = None
         self._ioctx = {}
         self._watches = set()
+        self._fenced = {}  # addr -> monotonic time its blocklist entry (ours) expires
         # librados calls in flight (_op) and images open (image(), counted from before
         # the constructor), in any thread: close() never shuts the client down under them
         self._in_flight = 0
@@ -748,10 +749,17 @@ class Cluster:
     def blocklist(self, addr, expire):
         """Fence a client: the OSDs refuse its every op from now on (`expire` seconds).
         Returns once our client has the OSD map that carries the entry, so an op we send
-        next (breaking its lock) reaches OSDs that already refuse it."""
+        next (breaking its lock) reaches OSDs that already refuse it. An address this
+        client fenced already, for at least half of `expire` more, is not fenced again:
+        a dead holder holds both halves of an upgrade-safe lock, and each entry costs a
+        monitor commit (about 1 s)."""
+        now = time.monotonic()
+        if self._fenced.get(addr, 0) - now >= expire / 2:
+            return
         with self._op(f"blocklist {addr} in"):
             self.client.blocklist_add(addr, expire)
             self.client.wait_for_latest_osdmap()
+        self._fenced[addr] = now + expire
 
     def lock_info(self, pool, obj, name, namespace=""):
         """Holders of lock `name` on pool/obj: [{'entity': (type, num), 'gid', 'cookie',

@@ -376,17 +376,32 @@ def _paused_within_lease(ceph_cluster, cinder, admin, pool, what, holder):
 
 
 def test_a_holder_paused_past_its_lease_is_fenced_and_fails_its_own_operation(
-        ceph_cluster, cinder, admin, tmp_path):
+        ceph_cluster, cinder, admin, tmp_path, monkeypatch):
     """SIGSTOP longer than the watch timeout: the OSD drops the watch, the next taker
     blocklists the holder and breaks its lock; resumed, the holder's own operation is
     refused by the OSDs (a clean error, not a write behind the new holder's back)."""
     pool = ceph_cluster.cinder_pool
     what = f"volume-paused-long-{os.getpid()}"
     with Holder(ceph_cluster, tmp_path, pool, "shared", what) as holder:
-        _paused_past_lease(ceph_cluster, cinder, admin, pool, what, holder)
+        _paused_past_lease(ceph_cluster, cinder, admin, pool, what, holder, monkeypatch)
 
 
-def _paused_past_lease(ceph_cluster, cinder, admin, pool, what, holder):
+def _paused_past_lease(ceph_cluster, cinder, admin, pool, what, holder, monkeypatch):
+    # counted, still sent: the holder holds both halves of the upgrade-safe lock (legacy
+    # namespace and ours), and one fence (a monitor commit) covers both
+    fences = []
+
+    class Counted:  # python-rados' Rados takes no attributes: wrap it whole
+        def __init__(self, client):
+            self._client = client
+
+        def __getattr__(self, name):
+            return getattr(self._client, name)
+
+        def blocklist_add(self, addr, expire):
+            fences.append(addr)
+            return self._client.blocklist_add(addr, expire)
+    monkeypatch.setattr(cinder, "client", Counted(cinder.client))
     holder.signal(signal.SIGSTOP)
     try:
         lock = locks.VolumeLock(cinder, pool, what, shared=False,
@@ -395,6 +410,7 @@ def _paused_past_lease(ceph_cluster, cinder, admin, pool, what, holder):
             (h,) = _holders(admin[pool], locks.lock_object(what))
             assert h["gid"] == cinder.instance_id
             assert _addr(holder.info) in _blocklist(ceph_cluster)
+            assert len(fences) == 1 and fences[0].split("/")[-1] == _addr(holder.info), fences
         finally:
             lock.__exit__()
     finally:
