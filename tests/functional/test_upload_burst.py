@@ -23,7 +23,7 @@ import rbd
 
 from tests.cinder_fixtures import *  # noqa: F401,F403  (fixtures)
 from tests.cinder_fixtures import MiB
-from cinder_ext import opts
+from cinder_ext import opts, snapshot_gate
 from cinder_ext.upload import upload_volume
 
 BURST = 4
@@ -116,7 +116,17 @@ def test_a_burst_in_one_process_shares_one_monitor_commit(cinder_env, glance_pro
     print(f"volume snapshots of a burst of {BURST}: ids {ids} committed in epochs "
           f"{[epochs.get(i) for i in ids]}; gathered "
           f"{[round(r['seconds'].get('gather', 0), 3) for r in results]} s")
-    assert len(set(epochs.values())) == 1 and len(epochs) == BURST, epochs
+    assert len(epochs) == BURST, epochs
+    gathered = [r["seconds"].get("gather", 0) for r in results]
+    if max(gathered) < snapshot_gate.MAX_WAIT * 0.95:
+        # every upload reached the gate in time: one group, one commit
+        assert len(set(epochs.values())) == 1, epochs
+    else:
+        # the gate's bound ran out (CI's 2 cores, 3 workers: an upload took over 0.4 s to
+        # reach its snapshot; seen once): the group it let through (each one waited)
+        # still shares one commit; the late one asks alone, as the gate promises
+        waited = {ids[i] for i in range(BURST) if gathered[i] > 0}
+        assert len(waited) >= 2 and len({epochs[i] for i in waited}) == 1, (epochs, gathered)
 
 
 def test_an_upload_sends_no_mon_command_once_the_clone_format_is_known(cinder_env, monkeypatch):
