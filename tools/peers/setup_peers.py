@@ -187,7 +187,7 @@ def uv_why(output):
     errors = [i for i, ln in enumerate(lines) if ln.startswith("error:")]
     if not errors:
         return lines[-1] if lines else "no output"
-    error = lines[errors[-1]].removeprefix("error:").strip()
+    error = lines[errors[-1]].removeprefix("error:").strip().rstrip(":")
     causes = []  # each with its continuation lines ("And because ...")
     for ln in lines[errors[-1] + 1:]:
         if ln.startswith("cause:"):
