@@ -670,8 +670,9 @@ class Cluster:
         before it breaks a lock. Neither python-rados nor librados' C API lists watchers
         (only the C++ IoCtx::list_watchers does), so Ceph's own `rados listwatchers`
         answers, as this client's user. A missing object (librados' own stat says so,
-        before the command or after it failed) has no watchers; every other failure of the command, whatever it printed, raises:
-        the caller keeps the lock, never reads it as "nobody"."""
+        before the command or after it failed) has no watchers; every other failure of
+        the command, whatever it printed, raises: the caller keeps the lock, never reads
+        it as "nobody"."""
         try:
             self.stat_object(pool, obj, namespace=namespace)
         except exc.CephNotFound:
