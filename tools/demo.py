@@ -22,7 +22,7 @@ import rbd
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.devcluster import DevCluster  # noqa: E402
+from tests.devcluster import DevCluster, stop_all  # noqa: E402
 from tests.info_api import InfoAPI  # noqa: E402
 from tests.peers import GlancePeer, PeerClients  # noqa: E402
 from tools.front_door import STORES_INFO_PATHS, FrontDoor  # noqa: E402
@@ -139,11 +139,7 @@ def main():
                   f"&& tools/peers/glance-peer stop {work}/glance"
                   + (f" && tools/peers/keystone-peer stop {work}/keystone" if args.keystone else ""))
         else:
-            for stop in stoppers:
-                try:
-                    stop()
-                except Exception as exc:  # keep stopping the rest
-                    print(f"demo: while stopping: {exc}", file=sys.stderr)
+            stop_all(stoppers, lambda msg: print(f"demo: {msg}", file=sys.stderr))
             print("\neverything stopped and removed")
 
 
